@@ -1,0 +1,540 @@
+"""E2LLM's processor: EEG recordings and text in, model inputs out.
+
+`E2LLMFeatureExtractor` brings EEG to EEGPT's contract: the channels of EEGPT's 62-name
+vocabulary (`EEGPT_CHANNELS`) in vocabulary order, in mV, at 256 Hz, with a global average
+reference over the kept channels, cut into 4 s windows of 1024 samples. It returns
+`eeg_values` (W, C, 1024) float32 and `eeg_channel_ids` (W, C) int64.
+
+`E2LLMProcessor` pairs it with a Qwen3 tokenizer. The text holds one `<eeg>` per EEG window;
+each becomes `<eeg_start>` + `<eeg>` x 16 + `<eeg_end>`, the 16 places the model fills with
+the projected EEGPT features of that window (one per 64-sample patch).
+
+What is filtered, and when:
+- A continuous recording (a (C, T) array, a list of them, an `mne.io.Raw`) gets the paper's
+  0.1-70 Hz band-pass and 50 Hz notch over the whole recording before windowing
+  (`apply_filters`, `l_freq`, `h_freq`, `notch_freq` configure it).
+- Epoched data (`mne.Epochs`, an (N, C, T) array) is taken as already filtered, as MNE
+  recommends filtering before epoching: each epoch is only scaled, resampled, re-referenced
+  and windowed. Filtering a few seconds with a 0.1 Hz high-pass would mostly show edge effects.
+- Model-ready windows (a mapping with `eeg_values` and `eeg_channel_ids`) pass through the
+  processor untouched.
+
+Filtering runs after the anti-aliased resampling to 256 Hz. Both steps are linear and
+time-invariant, and the polyphase resampler keeps everything below ~120 Hz intact, so the
+0.1-70 Hz output equals filtering at the native rate, at a quarter of the cost for 1000 Hz data.
+
+This file is Hub remote code: it imports only numpy and transformers at module level; mne and
+scipy are imported where they are needed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+
+import numpy as np
+from transformers import BatchFeature
+from transformers.feature_extraction_utils import FeatureExtractionMixin
+from transformers.processing_utils import ProcessorMixin
+
+# EEGPT's channel vocabulary, in the order of its channel embedding.
+EEGPT_CHANNELS: tuple[str, ...] = (
+    "FP1", "FPZ", "FP2", "AF7", "AF3", "AF4", "AF8", "F7", "F5", "F3", "F1", "FZ", "F2", "F4", "F6", "F8",
+    "FT7", "FC5", "FC3", "FC1", "FCZ", "FC2", "FC4", "FC6", "FT8", "T7", "C5", "C3", "C1", "CZ", "C2", "C4",
+    "C6", "T8", "TP7", "CP5", "CP3", "CP1", "CPZ", "CP2", "CP4", "CP6", "TP8", "P7", "P5", "P3", "P1", "PZ",
+    "P2", "P4", "P6", "P8", "PO7", "PO5", "PO3", "POZ", "PO4", "PO6", "PO8", "O1", "OZ", "O2",
+)  # fmt: skip
+# The 58 electrodes of EEGPT's pretraining and of the paper (SEED-VII's 62 minus PO5, PO6, CB1, CB2).
+EEGPT_58_CHANNELS: tuple[str, ...] = tuple(c for c in EEGPT_CHANNELS if c not in {"AF7", "AF8", "PO5", "PO6"})
+CHANNEL_INDEX: dict[str, int] = {name: index for index, name in enumerate(EEGPT_CHANNELS)}
+
+# Old 10-20 names for the electrodes the 10-10 system renamed.
+OLD_CHANNEL_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
+# Common-reference suffixes of referential montages ("EEG FP1-REF", "Fp1-A1"). Any common
+# reference disappears under the average reference, so they can be dropped; a bipolar pair
+# such as "FP1-F7" keeps its suffix and stays outside the vocabulary.
+REFERENCE_SUFFIXES = ("-REF", "-LE", "-AR", "-AVG", "-A1", "-A2", "-M1", "-M2")
+# Factors from each accepted unit to mV.
+UNIT_TO_MV = {"v": 1e3, "mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3}
+
+EEG_TOKEN = "<eeg>"
+EEG_START_TOKEN = "<eeg_start>"
+EEG_END_TOKEN = "<eeg_end>"
+WINDOW_SECONDS = 4
+TARGET_SAMPLING_RATE = 256
+PATCH_SIZE = 64
+FEW_CHANNELS_WARNING = 8
+
+# ChatML as Qwen3 writes it, without a thinking block; `{"type": "eeg"}` renders as <eeg>.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}"
+    "{{- message['content'] -}}"
+    "{%- else -%}"
+    "{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'eeg' -%}{{- '<eeg>' -}}"
+    "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}"
+    "{%- else -%}{{- raise_exception('Unknown content type ' + item['type'] + '; expected text or eeg') -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+def normalize_channel_name(name: str) -> str:
+    """Return the vocabulary spelling of an electrode name.
+
+    Upper-cases, strips dots and spaces ("Fc5." -> "FC5"), drops an "EEG" prefix and a common-
+    reference suffix ("EEG Fp1-REF" -> "FP1", "C3-A2" -> "C3"), and maps the old 10-20 names
+    T3, T4, T5, T6 to T7, T8, P7, P8. Names outside the vocabulary come back normalised too
+    ("ECG" stays "ECG"); callers drop them.
+    """
+    key = str(name).upper().replace(".", "").strip()
+    if key.startswith("EEG"):
+        key = key[3:].lstrip(" -_")
+    key = key.replace(" ", "")
+    for suffix in REFERENCE_SUFFIXES:
+        if key.endswith(suffix):
+            key = key[: -len(suffix)]
+            break
+    return OLD_CHANNEL_NAMES.get(key, key)
+
+
+def _import_mne():
+    try:
+        import mne
+    except ImportError as error:
+        raise ImportError("EEG filtering and MNE inputs need MNE-Python: pip install mne") from error
+    return mne
+
+
+def _import_resample_poly():
+    try:
+        from scipy.signal import resample_poly
+    except ImportError as error:
+        raise ImportError("EEG resampling needs SciPy: pip install scipy") from error
+    return resample_poly
+
+
+def _mv_factor(units: str) -> float:
+    factor = UNIT_TO_MV.get(str(units).strip().lower())
+    if factor is None:
+        raise ValueError(f"Unknown EEG units {units!r}; expected one of 'V', 'mV', 'uV'.")
+    return factor
+
+
+def select_channels(
+    channel_names: Sequence[str], channels: Sequence[str] | None = None, min_channels: int = 1
+) -> tuple[list[int], list[str]]:
+    """Match a recording's channel names to the model's vocabulary.
+
+    Takes the recording's `channel_names` (any spelling `normalize_channel_name` reads) and the
+    channels to keep (`channels`, default all of `EEGPT_CHANNELS`). Returns the row indices into
+    the recording and the kept names, in vocabulary order. Raises ValueError when no channel,
+    or fewer than `min_channels`, match, or when two rows name the same electrode; warns below 8.
+    """
+    wanted = EEGPT_CHANNELS if channels is None else tuple(normalize_channel_name(c) for c in channels)
+    unknown = [c for c in wanted if c not in CHANNEL_INDEX]
+    if unknown:
+        raise ValueError(f"channels {unknown} are not in EEGPT's channel vocabulary {list(EEGPT_CHANNELS)}.")
+    normalized = [normalize_channel_name(name) for name in channel_names]
+    rows: dict[str, int] = {}
+    for row, name in enumerate(normalized):
+        if name in wanted:
+            if name in rows:
+                raise ValueError(
+                    f"Channels {channel_names[rows[name]]!r} and {channel_names[row]!r} both name electrode {name}."
+                )
+            rows[name] = row
+    kept = sorted(rows, key=CHANNEL_INDEX.__getitem__)
+    if not kept:
+        raise ValueError(
+            f"None of the channels {list(channel_names)} is in EEGPT's channel vocabulary"
+            + ("" if channels is None else f" among the requested channels {list(wanted)}")
+            + "; expected 10-10 names such as FP1, CZ, O2."
+        )
+    if len(kept) < min_channels:
+        raise ValueError(f"Only {len(kept)} EEG channels ({kept}) match; at least {min_channels} are required.")
+    if len(kept) < FEW_CHANNELS_WARNING:
+        warnings.warn(
+            f"Only {len(kept)} EEG channels ({kept}) match EEGPT's vocabulary; the model reads a scalp-wide "
+            "montage best.",
+            stacklevel=3,
+        )
+    return [rows[name] for name in kept], kept
+
+
+def _check_finite(data: np.ndarray) -> None:
+    if not np.isfinite(data).all():
+        bad = np.unique(np.nonzero(~np.isfinite(data))[-2])
+        raise ValueError(f"EEG contains NaN or inf values (channel rows {bad.tolist()}); expected finite samples.")
+
+
+def _resample(data: np.ndarray, sampling_rate: float, target_sampling_rate: int) -> np.ndarray:
+    ratio = (Fraction(target_sampling_rate) / Fraction(sampling_rate).limit_denominator(1000)).limit_denominator(1000)
+    if ratio == 1:
+        return data
+    resample_poly = _import_resample_poly()
+    return resample_poly(data, ratio.numerator, ratio.denominator, axis=-1)
+
+
+def _filter(
+    data: np.ndarray, sampling_rate: float, source_rate: float, l_freq: float | None, h_freq: float | None,
+    notch_freq: float | None,
+) -> np.ndarray:
+    """Band-pass and notch `data` (float64, at `sampling_rate`) recorded at `source_rate`."""
+    mne = _import_mne()
+    nyquist = min(sampling_rate, source_rate) / 2
+    if h_freq is not None and h_freq >= nyquist:
+        warnings.warn(
+            f"The low-pass edge {h_freq} Hz is at or above the Nyquist frequency {nyquist} Hz of a {source_rate} Hz "
+            "recording; only the high-pass applies and the upper edge is the Nyquist frequency.",
+            stacklevel=4,
+        )
+        h_freq = None
+    if l_freq is not None or h_freq is not None:
+        data = mne.filter.filter_data(data, sampling_rate, l_freq, h_freq, copy=False, verbose="error")
+    if notch_freq is not None:
+        upper = min(nyquist, h_freq if h_freq is not None else nyquist)
+        freqs = np.arange(notch_freq, upper, notch_freq)
+        if len(freqs):
+            data = mne.filter.notch_filter(data, sampling_rate, freqs, copy=False, verbose="error")
+    return data
+
+
+def preprocess_continuous(
+    data,
+    sampling_rate: float,
+    channel_names: Sequence[str],
+    *,
+    units: str = "uV",
+    l_freq: float | None = 0.1,
+    h_freq: float | None = 70.0,
+    notch_freq: float | None = 50.0,
+    apply_filters: bool = True,
+    channels: Sequence[str] | None = None,
+    target_sampling_rate: int = TARGET_SAMPLING_RATE,
+    min_channels: int = 1,
+) -> tuple[np.ndarray, list[str]]:
+    """Bring one continuous EEG recording to the model's contract.
+
+    Args:
+        data: (C, T) array, one row per entry of `channel_names`, in `units`.
+        sampling_rate: the recording's rate in Hz.
+        channel_names: C electrode names; `normalize_channel_name` reads their spelling, and
+            rows outside the vocabulary (EOG, ECG, mastoids, ...) are dropped.
+        units: "V", "mV" or "uV".
+        l_freq, h_freq: band-pass edges in Hz (None leaves that side open); below 140 Hz
+            sampling the upper edge is the Nyquist frequency, with a warning.
+        notch_freq: line frequency in Hz (50 or 60), notched with its harmonics inside the
+            band; None for no notch.
+        apply_filters: False skips band-pass and notch (data filtered already).
+        channels: the electrodes to keep (default all of `EEGPT_CHANNELS`); the output
+            follows vocabulary order whatever their order here.
+        target_sampling_rate: output rate in Hz (256 for EEGPT).
+        min_channels: fewer matching channels than this is an error.
+
+    Returns:
+        `(eeg, names)`: float32 (C_kept, T') in mV at `target_sampling_rate`, anti-alias
+        resampled (T' = T * target / sampling_rate, rounded up), band-passed, with the mean
+        over the kept channels subtracted at each sample; and the C_kept channel names.
+    """
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise ValueError(f"A continuous recording must be a (channels, samples) array; got shape {data.shape}.")
+    if sampling_rate is None or not np.isfinite(sampling_rate) or sampling_rate <= 0:
+        raise ValueError(f"sampling_rate must be a positive number of Hz; got {sampling_rate!r}.")
+    if channel_names is None:
+        raise ValueError("channel_names are required: one electrode name per row of the EEG array.")
+    if len(channel_names) != data.shape[0]:
+        raise ValueError(
+            f"{len(channel_names)} channel names for an array with {data.shape[0]} channel rows; expected one name per row."
+        )
+    factor = _mv_factor(units)
+    rows, names = select_channels(channel_names, channels, min_channels)
+    eeg = data[rows].astype(np.float64) * factor
+    _check_finite(eeg)
+    eeg = _resample(eeg, sampling_rate, target_sampling_rate)
+    if apply_filters:
+        eeg = _filter(eeg, target_sampling_rate, sampling_rate, l_freq, h_freq, notch_freq)
+    eeg -= eeg.mean(axis=0, keepdims=True)
+    return eeg.astype(np.float32), names
+
+
+def _preprocess_epochs(
+    data: np.ndarray, sampling_rate: float, channel_names: Sequence[str], *, units: str, channels, min_channels: int,
+    target_sampling_rate: int,
+) -> tuple[np.ndarray, list[str]]:
+    """(N, C, T) epochs -> float32 (N, C_kept, T') in mV, resampled and average-referenced, unfiltered."""
+    if len(channel_names) != data.shape[1]:
+        raise ValueError(
+            f"{len(channel_names)} channel names for epochs with {data.shape[1]} channel rows; expected one name per row."
+        )
+    factor = _mv_factor(units)
+    rows, names = select_channels(channel_names, channels, min_channels)
+    eeg = data[:, rows].astype(np.float64) * factor
+    _check_finite(eeg)
+    eeg = _resample(eeg, sampling_rate, target_sampling_rate)
+    eeg -= eeg.mean(axis=1, keepdims=True)
+    return eeg.astype(np.float32), names
+
+
+class E2LLMFeatureExtractor(FeatureExtractionMixin):
+    """EEG feature extractor for E2LLM: recordings in, EEGPT windows out.
+
+    Call it on one of:
+    - a numpy (C, T) array, a list of them, or an (N, C, T) array of epochs, with
+      `channel_names` (C names), `sampling_rate` (Hz) and `units` ("V", "mV", "uV";
+      arrays default to uV, the unit EEG files usually hold);
+    - an `mne.io.Raw` or `mne.Epochs` (names, rate and units, volts, come from MNE), or a list of Raws.
+
+    Each recording is reduced to the channels of EEGPT's vocabulary (or `channels`), scaled to mV,
+    resampled with an anti-aliasing polyphase filter to 256 Hz, band-passed (continuous recordings
+    only, see the module docstring), average-referenced, and cut into 4 s windows:
+    `windowing="consecutive"` (inference: every whole window from the start, the remainder dropped),
+    `"center"` or `"random"` (training: one crop per recording or epoch; `seed` fixes the random crops).
+
+    Returns a `BatchFeature` with `eeg_values` (W, C, 1024) float32 in mV and `eeg_channel_ids`
+    (W, C) int64 indices into `EEGPT_CHANNELS`; windows follow the recordings' order. Recordings
+    with different channel counts in one call are refused (pass `channels` to pick a common set);
+    equal counts with different electrodes are fine, as the ids are per window.
+    """
+
+    model_input_names = ["eeg_values", "eeg_channel_ids"]
+
+    def __init__(
+        self,
+        target_sampling_rate: int = TARGET_SAMPLING_RATE,
+        window_size: int = WINDOW_SECONDS * TARGET_SAMPLING_RATE,
+        l_freq: float | None = 0.1,
+        h_freq: float | None = 70.0,
+        notch_freq: float | None = 50.0,
+        apply_filters: bool = True,
+        channels: list[str] | None = None,
+        min_channels: int = 1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.target_sampling_rate = target_sampling_rate
+        self.window_size = window_size
+        self.l_freq = l_freq
+        self.h_freq = h_freq
+        self.notch_freq = notch_freq
+        self.apply_filters = apply_filters
+        self.channels = None if channels is None else [normalize_channel_name(c) for c in channels]
+        self.min_channels = min_channels
+
+    def __call__(
+        self,
+        eeg,
+        sampling_rate: float | None = None,
+        channel_names: Sequence[str] | None = None,
+        units: str = "uV",
+        windowing: str = "consecutive",
+        seed: int | None = None,
+        apply_filters: bool | None = None,
+        return_tensors=None,
+        **kwargs,
+    ) -> BatchFeature:
+        if windowing not in ("consecutive", "center", "random"):
+            raise ValueError(f"windowing must be 'consecutive', 'center' or 'random'; got {windowing!r}.")
+        apply_filters = self.apply_filters if apply_filters is None else apply_filters
+        rng = np.random.default_rng(seed)
+        values, ids = [], []
+        for recording, names in self._recordings(eeg, sampling_rate, channel_names, units, apply_filters):
+            windows = self._windows(recording, windowing, rng)
+            values.append(windows)
+            ids.append(np.broadcast_to(np.array([CHANNEL_INDEX[n] for n in names], np.int64), windows.shape[:2]))
+        counts = {v.shape[1] for v in values}
+        if len(counts) > 1:
+            raise ValueError(
+                f"Recordings in one batch keep different channel counts {sorted(counts)}; pass channels=[...] "
+                "to keep the same electrodes in each."
+            )
+        data = {"eeg_values": np.concatenate(values), "eeg_channel_ids": np.concatenate(ids)}
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _recordings(self, eeg, sampling_rate, channel_names, units, apply_filters):
+        """Yield (eeg (C, T') or (N, C, T') in mV at 256 Hz, channel names) per recording."""
+        options = dict(channels=self.channels, min_channels=self.min_channels,
+                       target_sampling_rate=self.target_sampling_rate)  # fmt: skip
+        filters = dict(l_freq=self.l_freq, h_freq=self.h_freq, notch_freq=self.notch_freq, apply_filters=apply_filters)
+        for item in eeg if isinstance(eeg, (list, tuple)) else [eeg]:
+            kind = _mne_kind(item)
+            if kind == "raw":
+                picks = _import_mne().pick_types(item.info, eeg=True, exclude=[])
+                data = item.get_data(picks=picks)
+                names = [item.ch_names[p] for p in picks]
+                yield preprocess_continuous(data, item.info["sfreq"], names, units="V", **filters, **options)
+            elif kind == "epochs":
+                picks = _import_mne().pick_types(item.info, eeg=True, exclude=[])
+                data = item.get_data(picks=picks)
+                names = [item.ch_names[p] for p in picks]
+                yield _preprocess_epochs(data, item.info["sfreq"], names, units="V", **options)
+            else:
+                if sampling_rate is None:
+                    raise ValueError("sampling_rate is required for EEG arrays: the recording's rate in Hz.")
+                if channel_names is None:
+                    raise ValueError("channel_names are required for EEG arrays: one electrode name per row.")
+                data = np.asarray(item)
+                if not np.issubdtype(data.dtype, np.number):
+                    raise ValueError(f"EEG arrays must hold numbers; got dtype {data.dtype}.")
+                if data.ndim == 3:
+                    yield _preprocess_epochs(data, sampling_rate, channel_names, units=units, **options)
+                else:
+                    yield preprocess_continuous(data, sampling_rate, channel_names, units=units, **filters, **options)
+
+    def _windows(self, eeg: np.ndarray, windowing: str, rng: np.random.Generator) -> np.ndarray:
+        """(C, T) or (N, C, T) -> (W, C, window_size)."""
+        size = self.window_size
+        epochs = eeg[None] if eeg.ndim == 2 else eeg
+        length = epochs.shape[-1]
+        if length < size:
+            raise ValueError(
+                f"EEG of {length / self.target_sampling_rate:.2f} s is shorter than one window of "
+                f"{size / self.target_sampling_rate:g} s ({size} samples at {self.target_sampling_rate} Hz)."
+            )
+        if windowing == "consecutive":
+            count = length // size
+            windows = epochs[..., : count * size].reshape(*epochs.shape[:2], count, size)
+            return np.ascontiguousarray(windows.transpose(0, 2, 1, 3).reshape(-1, epochs.shape[1], size))
+        if windowing == "center":
+            starts = np.full(len(epochs), (length - size) // 2)
+        else:
+            starts = rng.integers(0, length - size + 1, size=len(epochs))
+        return np.stack([epoch[:, start : start + size] for epoch, start in zip(epochs, starts)])
+
+
+def _mne_kind(item) -> str | None:
+    """'raw', 'epochs' or None, without importing MNE for plain arrays."""
+    module = type(item).__module__
+    if not module.startswith("mne"):
+        return None
+    mne = _import_mne()
+    if isinstance(item, mne.io.BaseRaw):
+        return "raw"
+    if isinstance(item, mne.BaseEpochs):
+        return "epochs"
+    return None
+
+
+class E2LLMProcessor(ProcessorMixin):
+    """E2LLM's processor: an `E2LLMFeatureExtractor` and a Qwen3 tokenizer.
+
+    `__call__(text, eeg, sampling_rate, channel_names, return_tensors, **kwargs)`:
+    - `eeg` is raw EEG for the feature extractor (see `E2LLMFeatureExtractor`; extra keyword
+      arguments such as `units`, `windowing`, `seed` go to it), or model-ready windows: a mapping
+      or `BatchFeature` with `eeg_values` (W, C, 1024) and `eeg_channel_ids` (W, C) or (C,),
+      passed through unchanged.
+    - `text` (a string or a list) holds one `<eeg>` per window, in window order; each becomes
+      `<eeg_start>` + `<eeg>` x `num_eeg_tokens` + `<eeg_end>`. A count mismatch is a ValueError.
+    Returns a `BatchFeature` with `input_ids`, `attention_mask`, `eeg_values`, `eeg_channel_ids`.
+
+    The chat template is ChatML (Qwen3's format, no thinking block); content items
+    `{"type": "text", "text": ...}` and `{"type": "eeg"}` (renders `<eeg>`). Render with
+    `apply_chat_template(messages, tokenize=False, add_generation_prompt=True)`, then call the
+    processor on the string. A tokenizer without the three EEG tokens gets them added.
+    """
+
+    def __init__(self, feature_extractor=None, tokenizer=None, chat_template=None, num_eeg_tokens: int = 16, **kwargs):
+        if chat_template is None:
+            chat_template = CHAT_TEMPLATE
+        self.num_eeg_tokens = num_eeg_tokens
+        missing = [t for t in (EEG_TOKEN, EEG_START_TOKEN, EEG_END_TOKEN) if t not in tokenizer.get_vocab()]
+        if missing:
+            from tokenizers import AddedToken
+
+            tokenizer.add_tokens([AddedToken(t, normalized=False, special=True) for t in missing], special_tokens=True)
+        self.eeg_token_id = tokenizer.convert_tokens_to_ids(EEG_TOKEN)
+        self.eeg_start_token_id = tokenizer.convert_tokens_to_ids(EEG_START_TOKEN)
+        self.eeg_end_token_id = tokenizer.convert_tokens_to_ids(EEG_END_TOKEN)
+        super().__init__(feature_extractor, tokenizer, chat_template=chat_template, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "eeg_values", "eeg_channel_ids"]
+
+    def __call__(
+        self,
+        text: str | list[str] | None = None,
+        eeg=None,
+        sampling_rate: float | None = None,
+        channel_names: Sequence[str] | None = None,
+        return_tensors=None,
+        **kwargs,
+    ) -> BatchFeature:
+        if text is None and eeg is None:
+            raise ValueError("Give text, eeg or both.")
+        eeg_kwargs = {k: kwargs.pop(k) for k in ("units", "windowing", "seed", "apply_filters") if k in kwargs}
+        data = {}
+        if eeg is not None:
+            data.update(self._eeg_inputs(eeg, sampling_rate, channel_names, eeg_kwargs))
+        if text is not None:
+            texts = [text] if isinstance(text, str) else list(text)
+            num_windows = 0 if eeg is None else len(data["eeg_values"])
+            data.update(self._text_inputs(texts, num_windows, kwargs))
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _eeg_inputs(self, eeg, sampling_rate, channel_names, eeg_kwargs) -> dict:
+        if isinstance(eeg, Mapping):
+            if "eeg_values" not in eeg or "eeg_channel_ids" not in eeg:
+                raise ValueError(
+                    f"Model-ready EEG needs 'eeg_values' and 'eeg_channel_ids'; got keys {sorted(eeg.keys())}."
+                )
+            values, ids = eeg["eeg_values"], eeg["eeg_channel_ids"]
+            size = self.feature_extractor.window_size
+            if len(values.shape) != 3 or values.shape[-1] != size:
+                raise ValueError(f"eeg_values must be (windows, channels, {size}); got shape {tuple(values.shape)}.")
+            if tuple(ids.shape) not in (tuple(values.shape[:2]), tuple(values.shape[1:2])):
+                raise ValueError(
+                    f"eeg_channel_ids must be (windows, channels) {tuple(values.shape[:2])} or (channels,); "
+                    f"got shape {tuple(ids.shape)}."
+                )
+            return {"eeg_values": values, "eeg_channel_ids": ids}
+        features = self.feature_extractor(eeg, sampling_rate=sampling_rate, channel_names=channel_names, **eeg_kwargs)
+        return dict(features)
+
+    def expand_eeg_placeholders(self, text: str) -> str:
+        """Replace each `<eeg>` with `<eeg_start>` + `<eeg>` x num_eeg_tokens + `<eeg_end>`."""
+        if EEG_START_TOKEN in text or EEG_END_TOKEN in text:
+            raise ValueError(
+                f"Text already holds {EEG_START_TOKEN}/{EEG_END_TOKEN}; write one {EEG_TOKEN} per EEG window and "
+                "the processor expands it."
+            )
+        return (EEG_START_TOKEN + EEG_TOKEN * self.num_eeg_tokens + EEG_END_TOKEN).join(text.split(EEG_TOKEN))
+
+    def _text_inputs(self, texts: list[str], num_windows: int, tokenizer_kwargs: dict) -> dict:
+        placeholders = sum(t.count(EEG_TOKEN) for t in texts)
+        if placeholders != num_windows:
+            raise ValueError(
+                f"EEG placeholders and EEG windows do not match: {EEG_TOKEN} placeholders: {placeholders}, "
+                f"windows: {num_windows}. Write one {EEG_TOKEN} per 4 s window."
+            )
+        encoded = self.tokenizer([self.expand_eeg_placeholders(t) for t in texts], **tokenizer_kwargs)
+        ids = encoded["input_ids"]
+        found = sum(list(row).count(self.eeg_token_id) for row in ids)
+        if found != num_windows * self.num_eeg_tokens:
+            raise ValueError(
+                f"Tokenized text holds {found} {EEG_TOKEN} tokens; expected {num_windows * self.num_eeg_tokens} "
+                f"({num_windows} windows x {self.num_eeg_tokens}). Was it truncated?"
+            )
+        return dict(encoded)
+
+
+E2LLMFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
+E2LLMProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = [
+    "EEGPT_CHANNELS",
+    "EEGPT_58_CHANNELS",
+    "E2LLMFeatureExtractor",
+    "E2LLMProcessor",
+    "normalize_channel_name",
+    "preprocess_continuous",
+]
