@@ -181,7 +181,9 @@ def _resample(data: np.ndarray, sampling_rate: float, target_sampling_rate: int)
     if ratio == 1:
         return data
     resample_poly = _import_resample_poly()
-    return resample_poly(data, ratio.numerator, ratio.denominator, axis=-1)
+    # Extending the signal by its linear trend, not by zeros, keeps a DC offset or a drift
+    # from ringing at the edges (each epoch is resampled on its own).
+    return resample_poly(data, ratio.numerator, ratio.denominator, axis=-1, padtype="line")
 
 
 def _filter(
