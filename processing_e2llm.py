@@ -426,6 +426,11 @@ def _mne_kind(item) -> str | None:
     return None
 
 
+def _has_token(tokenizer, token: str) -> bool:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    return token_id is not None and (tokenizer.unk_token_id is None or token_id != tokenizer.unk_token_id)
+
+
 class E2LLMProcessor(ProcessorMixin):
     """E2LLM's processor: an `E2LLMFeatureExtractor` and a Qwen3 tokenizer.
 
@@ -448,7 +453,7 @@ class E2LLMProcessor(ProcessorMixin):
         if chat_template is None:
             chat_template = CHAT_TEMPLATE
         self.num_eeg_tokens = num_eeg_tokens
-        missing = [t for t in (EEG_TOKEN, EEG_START_TOKEN, EEG_END_TOKEN) if t not in tokenizer.get_vocab()]
+        missing = [t for t in (EEG_TOKEN, EEG_START_TOKEN, EEG_END_TOKEN) if not _has_token(tokenizer, t)]
         if missing:
             from tokenizers import AddedToken
 
