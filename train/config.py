@@ -1,0 +1,129 @@
+"""The arguments of each training stage, as dataclasses that recipes (YAML) and the command line fill.
+
+Every stage parses its arguments with TRL's `TrlParser`, so `--config RECIPE.yaml` sets the
+defaults and any `--name value` on the command line overrides them. Stages 2 and 3 combine
+`E2LLMScriptArguments` with TRL's `SFTConfig` (the trainer's settings: batch, optimiser,
+schedule, precision, checkpoints) and `ModelConfig` (dtype, attention, LoRA), as TRL's own
+scripts do; stage 1 and the demo's language-model warm-up have one dataclass each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Stage1Arguments:
+    """Stage 1: the EEGPT encoder and a linear head learn the seven emotions from 4 s windows.
+
+    The paper: AdamW (weight decay 0.01), lr 1e-4, batch 64, one-cycle schedule, 50 epochs.
+    """
+
+    data: str = field(metadata={"help": "Prepared data folder (the output of `e2llm prepare`), with `segments/`."})
+    output_dir: str = field(metadata={"help": "Where the best encoder, its metrics and the checkpoint go."})
+    encoder: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pretrained EEGPT: the official checkpoint file (eegpt_mcae_58chs_4s_large4E.ckpt), a bare "
+            "encoder state dict, or a folder saved by stage 1. Empty: random weights (a warning says so)."
+        },
+    )
+    encoder_preset: str = field(
+        default="large", metadata={"help": "EEGPT size when `encoder` is a checkpoint file or empty."}
+    )
+    num_train_epochs: int = field(default=50, metadata={"help": "Epochs over the training segments."})
+    batch_size: int = field(
+        default=64, metadata={"help": "Global batch: split across processes when launched with accelerate."}
+    )
+    eval_batch_size: int = field(default=128, metadata={"help": "Global batch for validation."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the one-cycle schedule."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    pct_start: float = field(default=0.3, metadata={"help": "Fraction of the one-cycle schedule spent warming up."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping; 0 turns it off."})
+    mixed_precision: str = field(
+        default="no", metadata={"help": "no, fp16 or bf16 (accelerate's mixed precision).", "choices": ["no", "fp16", "bf16"]}
+    )
+    validation_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "Fraction of the training segments held out (stratified by emotion) to pick the best epoch; "
+            "the test split is never looked at."
+        },
+    )
+    max_train_segments: int | None = field(
+        default=None, metadata={"help": "Use at most this many training segments (balanced subset); for quick runs."}
+    )
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    seed: int = field(default=42, metadata={"help": "Seed of the split, the initialisation and the crops."})
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Continue from `output_dir/checkpoint` when there is one (else start, and say so)."},
+    )
+    report_every: int = field(default=20, metadata={"help": "Log the training loss every this many steps."})
+
+
+@dataclass
+class E2LLMScriptArguments:
+    """Stages 2 and 3: what to build the model from and what to train it on.
+
+    Stage 2 builds the model from `encoder` (the stage-1 folder; the official EEGPT checkpoint
+    for the "without stage 1" ablation) and `llm`. Stage 3 continues from `model` (the stage-2
+    folder), or, for the "without stage 2" ablation, builds it from `encoder` and `llm` as
+    stage 2 does.
+    """
+
+    data: str = field(metadata={"help": "Prepared data folder (the output of `e2llm prepare`), with `segments/` and `qa/`."})
+    qa_split: str = field(default="train", metadata={"help": "QA split to train on (stage 2: train, stage 3: stage3)."})
+    eval_qa_split: str | None = field(
+        default=None, metadata={"help": "Optional QA split for the evaluation loss during training."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N QA samples only."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N evaluation samples only."})
+    encoder: str | None = field(
+        default=None,
+        metadata={
+            "help": "The EEG encoder: a stage-1 output folder, or an official EEGPT checkpoint file (without "
+            "stage 1: the pretrained encoder as is)."
+        },
+    )
+    encoder_preset: str = field(default="large", metadata={"help": "EEGPT size when `encoder` is a checkpoint file."})
+    llm: str | None = field(
+        default=None,
+        metadata={
+            "help": "The language model: a Hub id (Qwen/Qwen3-8B), a local folder, or `tiny` (a random tiny "
+            "Qwen3 for tests)."
+        },
+    )
+    model: str | None = field(
+        default=None, metadata={"help": "Stage 3: the stage-2 output folder to continue from."}
+    )
+    projector_hidden_act: str = field(default="gelu", metadata={"help": "Activation between the projector's layers."})
+    train_crop: str = field(
+        default="random",
+        metadata={"help": "4 s crop of each 10 s segment while training: random or center.", "choices": ["random", "center"]},
+    )
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Continue from the last checkpoint in `output_dir` when there is one (else start, and say so)."},
+    )
+    merge: bool = field(
+        default=True,
+        metadata={"help": "Stage 3: also save the LoRA-merged model (in `output_dir/merged`) beside the adapter."},
+    )
+
+
+@dataclass
+class LMWarmupArguments:
+    """Demo only: a tiny random Qwen3 learns the task texts before it plays the pretrained LLM.
+
+    A real run starts from a pretrained Qwen3 and never runs this. The tiny model cannot know
+    any language, so without this warm-up stage 2 would have to teach the projector to steer
+    a model that only emits noise.
+    """
+
+    data: str = field(metadata={"help": "Prepared data folder with `qa/`."})
+    qa_split: str = field(default="train", metadata={"help": "QA split whose texts the model reads."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N QA samples only."})
+    hidden_size: int = field(default=64, metadata={"help": "Width of the tiny Qwen3."})
+    intermediate_size: int = field(default=128, metadata={"help": "MLP width of the tiny Qwen3."})
+    num_hidden_layers: int = field(default=2, metadata={"help": "Layers of the tiny Qwen3."})

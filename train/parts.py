@@ -1,0 +1,178 @@
+"""Loading what the training stages are built from, with a clear error for each wrong input.
+
+- `load_segments` / `load_qa`: the prepared data (`e2llm prepare --out DIR`).
+- `load_eeg_encoder`: EEGPT from the official checkpoint, a stage-1 folder, or random weights.
+- `load_language_model`: Qwen3 from the Hub, a local folder, or the tiny test configuration.
+- `build_processor`: the E2LLM processor around the language model's tokenizer, EEG tokens checked.
+- `build_e2llm`: the full model from encoder and language model (stage 2, and the
+  "without stage 2" ablation of stage 3).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+TINY_LLM = "tiny"
+
+
+def load_segments(data: str | Path):
+    """The prepared 10 s segments: a `DatasetDict` with `train` and `test` (see `train.prepare`)."""
+    from datasets import load_from_disk
+
+    path = Path(data) / "segments"
+    if not path.is_dir():
+        raise ValueError(f"No prepared segments at {path}: run `e2llm prepare ... --out {data}` first")
+    segments = load_from_disk(str(path))
+    missing = {"train", "test"} - set(segments)
+    if missing:
+        raise ValueError(f"{path} lacks the split(s) {sorted(missing)}; it has {sorted(segments)}")
+    return segments
+
+
+def load_qa(data: str | Path, split: str):
+    """One split of the prepared QA sets (`train`, `stage3`, `test_ied`, `test_multi`, `test_esr`)."""
+    from datasets import load_from_disk
+
+    path = Path(data) / "qa"
+    if not path.is_dir():
+        raise ValueError(f"No prepared QA sets at {path}: run `e2llm prepare ... --out {data}` first")
+    qa = load_from_disk(str(path))
+    if split not in qa:
+        raise ValueError(f"{path} has no QA split {split!r}; it has {sorted(qa)}")
+    missing = {"messages", "segment_ids"} - set(qa[split].column_names)
+    if missing:
+        raise ValueError(f"QA split {split!r} at {path} lacks the column(s) {sorted(missing)}")
+    return qa[split]
+
+
+def check_channels(encoder_config, channel_ids) -> None:
+    """Refuse data whose channel ids fall outside the encoder's channel vocabulary."""
+    channel_ids = torch.as_tensor(channel_ids)
+    vocabulary = len(encoder_config.channel_names)
+    if int(channel_ids.min()) < 0 or int(channel_ids.max()) >= vocabulary:
+        raise ValueError(
+            f"The data's channel ids run from {int(channel_ids.min())} to {int(channel_ids.max())}, but the encoder "
+            f"knows {vocabulary} channels ({', '.join(encoder_config.channel_names[:4])}, ...)"
+        )
+
+
+def load_eeg_encoder(source: str | None, preset: str = "large"):
+    """An `EEGPTModel`.
+
+    Args:
+        source: the official EEGPT checkpoint file (Lightning, encoder under `target_encoder.`)
+            or a bare encoder state dict, loaded through `convert_eegpt_checkpoint`; or a folder
+            saved by stage 1 (`EEGPTForEmotionClassification.save_pretrained`), whose encoder is
+            returned; or None for random weights (warns: a random encoder reads nothing).
+        preset: the EEGPT size (`EEGPTConfig.from_preset`) for a checkpoint file or None.
+    """
+    from modeling_e2llm import EEGPTConfig, EEGPTForEmotionClassification, EEGPTModel
+
+    if source is None:
+        warnings.warn(
+            "No EEGPT checkpoint given: the encoder starts from random weights. Pass the official "
+            "checkpoint (eegpt_mcae_58chs_4s_large4E.ckpt) for the paper's setting.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return EEGPTModel(EEGPTConfig.from_preset(preset))
+    path = Path(source)
+    if not path.exists():
+        raise ValueError(f"EEG encoder not found: {source} (expected an EEGPT checkpoint file or a stage-1 folder)")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{source} is a folder without config.json: not a stage-1 output folder")
+        return EEGPTForEmotionClassification.from_pretrained(str(path)).eegpt
+    try:
+        return EEGPTModel.from_eegpt_checkpoint(str(path), EEGPTConfig.from_preset(preset))
+    except ValueError as error:
+        raise ValueError(f"{source} with encoder_preset {preset!r}: {error}") from error
+
+
+def load_language_model(name: str, dtype: str | torch.dtype | None = None, attn_implementation: str | None = None):
+    """A Qwen3 causal LM and its tokenizer.
+
+    Args:
+        name: a Hub id (`Qwen/Qwen3-8B`), a local folder saved with `save_pretrained`, or `tiny`
+            (a random Qwen3 with the real vocabulary and a tiny body, with the offline tokenizer).
+        dtype: the weights' dtype (`bfloat16` for real runs on GPUs).
+        attn_implementation: `sdpa`, `flash_attention_2`, ...; None lets transformers choose.
+
+    Returns:
+        (model, tokenizer).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3ForCausalLM
+
+    from train.tiny import tiny_qwen3_config
+    from train.tokenizer import build_qwen3_tokenizer
+
+    if dtype not in (None, "auto") and isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if name == TINY_LLM:
+        warnings.warn("`llm: tiny` is a random tiny Qwen3: for tests only, it knows no language", UserWarning, stacklevel=2)
+        model = Qwen3ForCausalLM(tiny_qwen3_config())
+        return model.to(dtype) if isinstance(dtype, torch.dtype) else model, build_qwen3_tokenizer()
+    looks_local = name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
+    if looks_local and not Path(name).expanduser().is_dir():
+        raise ValueError(f"Language model folder not found: {name}")
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as error:
+        raise ValueError(f"Cannot load the language model {name!r}: {error}") from error
+    if model.config.model_type != "qwen3":
+        raise ValueError(f"E2LLM is built on Qwen3; {name} is a {model.config.model_type!r} model")
+    return model, tokenizer
+
+
+def build_processor(tokenizer, vocab_size: int):
+    """An `E2LLMProcessor` around `tokenizer`, which gains the EEG tokens if it lacks them.
+
+    Refuses a tokenizer whose EEG token ids fall outside the language model's `vocab_size`
+    embedding rows (Qwen3's 151,936 rows hold them at 151669-151671).
+    """
+    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+
+    processor = E2LLMProcessor(E2LLMFeatureExtractor(), tokenizer)
+    check_eeg_tokens(processor.tokenizer, vocab_size)
+    return processor
+
+
+def eeg_token_ids(tokenizer) -> dict[str, int]:
+    """The ids of `<eeg>`, `<eeg_start>` and `<eeg_end>` as `E2LLMConfig` keyword arguments."""
+    from train.tokenizer import EEG_END_TOKEN, EEG_START_TOKEN, EEG_TOKEN
+
+    names = {"eeg_token_id": EEG_TOKEN, "eeg_start_token_id": EEG_START_TOKEN, "eeg_end_token_id": EEG_END_TOKEN}
+    ids = {key: tokenizer.convert_tokens_to_ids(token) for key, token in names.items()}
+    unknown = [names[key] for key, value in ids.items() if value is None or value == tokenizer.unk_token_id]
+    if unknown:
+        raise ValueError(f"The tokenizer has no EEG token(s) {unknown}: build it with the E2LLM processor")
+    return ids
+
+
+def check_eeg_tokens(tokenizer, vocab_size: int) -> dict[str, int]:
+    """The EEG token ids, refused when they fall outside the language model's embedding."""
+    ids = eeg_token_ids(tokenizer)
+    outside = {key: value for key, value in ids.items() if value >= vocab_size}
+    if outside:
+        raise ValueError(
+            f"EEG token ids {outside} fall outside the language model's {vocab_size} embedding rows: "
+            "the tokenizer does not belong to this Qwen3"
+        )
+    return ids
+
+
+def build_e2llm(encoder, language_model, tokenizer, projector_hidden_act: str = "gelu"):
+    """`E2LLMForConditionalGeneration.from_parts` with the tokenizer's EEG token ids."""
+    from modeling_e2llm import E2LLMForConditionalGeneration
+
+    ids = check_eeg_tokens(tokenizer, language_model.config.vocab_size)
+    return E2LLMForConditionalGeneration.from_parts(
+        encoder, language_model, projector_hidden_act=projector_hidden_act, **ids
+    )

@@ -1,0 +1,160 @@
+"""Stage 2: the projector learns to turn EEGPT's output into words the language model reads.
+
+    e2llm stage2 --config train/recipes/qwen3-8b/stage2.yaml \\
+        --data prepared/ --encoder runs/qwen3-8b/stage1 --llm Qwen/Qwen3-8B --output_dir runs/qwen3-8b/stage2
+
+    accelerate launch --config_file train/recipes/accelerate/ddp-2gpu.yaml -m train.stage2 \\
+        --config train/recipes/qwen3-8b/stage2.yaml
+
+`E2LLMForConditionalGeneration.from_parts` joins the stage-1 encoder (`--encoder`, the folder
+stage 1 wrote; the official EEGPT checkpoint file for the "without stage 1" ablation) and a
+Qwen3 (`--llm`: a Hub id, a local folder, or `tiny`) with a new projector. Encoder and language
+model stay frozen; only the projector trains, kept in float32 even when the language model is
+loaded in bfloat16. TRL's `SFTTrainer` runs the language-model loss over the assistant answers
+of the QA split (`--qa_split train`, the 10,000 samples), batches built by `E2LLMCollator`
+(random 4 s crops of each EEG's segment, windows stacked in placeholder order, everything but
+the answers masked with -100).
+
+The paper's recipe: Adam without weight decay, lr 2e-4, batch 16, cosine schedule. The recipes
+write it as `optim: adamw_torch` with `weight_decay: 0.0`: with no decay AdamW's update is
+Adam's. The effective batch is per_device_train_batch_size x gradient_accumulation_steps x
+processes = 16.
+
+What SFTTrainer must be told for EEG, set here whatever the recipe says: the EEG columns stay
+(`remove_unused_columns=False`), the dataset is not tokenized by TRL (`skip_prepare_dataset`;
+the collator does it), and nothing is truncated (`max_length=None`: a cut would drop EEG
+placeholders). On a machine without a bf16-capable GPU, bf16 defaults to off.
+
+The output folder holds the model (safetensors, config with `auto_map`, `modeling_e2llm.py`)
+and the processor, so stage 3, `e2llm evaluate` and `AutoModel.from_pretrained(dir,
+trust_remote_code=True)` read it as is. Checkpoints go to `output_dir/checkpoint-*`;
+`--resume` continues from the last one.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from transformers.utils import logging
+
+from train.config import E2LLMScriptArguments
+
+logger = logging.get_logger(__name__)
+
+
+def parse_arguments(argv: list[str] | None):
+    """(script arguments, SFTConfig, ModelConfig) from `--config RECIPE.yaml` and the command line."""
+    from transformers.utils import is_torch_bf16_gpu_available
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    parser = TrlParser((E2LLMScriptArguments, SFTConfig, ModelConfig))
+    if not is_torch_bf16_gpu_available():
+        # TRL turns bf16 on by default, which transformers refuses without a bf16 GPU.
+        parser.set_defaults(bf16=False)
+    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    # The EEG columns must reach the collator, which tokenizes; truncation would cut placeholders.
+    training_args.remove_unused_columns = False
+    training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    training_args.max_length = None
+    training_args.label_names = ["labels"]
+    return script_args, training_args, model_args
+
+
+def build_model_and_processor(script_args: E2LLMScriptArguments, model_args):
+    """E2LLM from `encoder` and `llm` (projector new), and its processor."""
+    from train.parts import build_e2llm, build_processor, load_eeg_encoder, load_language_model
+
+    if script_args.llm is None:
+        raise ValueError("No language model given: set `llm` (a Qwen3 Hub id, a local folder, or `tiny`)")
+    encoder = load_eeg_encoder(script_args.encoder, script_args.encoder_preset)
+    language_model, tokenizer = load_language_model(script_args.llm, model_args.dtype, model_args.attn_implementation)
+    processor = build_processor(tokenizer, language_model.config.vocab_size)
+    model = build_e2llm(encoder, language_model, processor.tokenizer, script_args.projector_hidden_act)
+    # Trainable weights stay in float32 under bf16 autocast; the frozen parts may be bf16.
+    model.model.projector.float()
+    return model, processor
+
+
+def train_only_projector(model) -> None:
+    """Freeze everything but `model.model.projector`."""
+    model.requires_grad_(False)
+    model.model.projector.requires_grad_(True)
+
+
+def build_datasets(script_args: E2LLMScriptArguments, processor, model, seed: int):
+    """(train QA, eval QA or None, collator) with every referenced segment checked to exist."""
+    from datasets import concatenate_datasets
+
+    from train.collator import E2LLMCollator
+    from train.data import SEGMENT_CHANNEL_IDS, SegmentStore
+    from train.parts import check_channels, load_qa, load_segments
+
+    segments = load_segments(script_args.data)
+    check_channels(model.config.eeg_config, SEGMENT_CHANNEL_IDS)
+    train_qa = load_qa(script_args.data, script_args.qa_split)
+    if script_args.max_train_samples is not None:
+        train_qa = train_qa.select(range(min(script_args.max_train_samples, len(train_qa))))
+    eval_qa = None
+    if script_args.eval_qa_split is not None:
+        eval_qa = load_qa(script_args.data, script_args.eval_qa_split)
+        if script_args.max_eval_samples is not None:
+            eval_qa = eval_qa.select(range(min(script_args.max_eval_samples, len(eval_qa))))
+        # Evaluation reads the centred 4 s of each segment, so its loss is comparable across runs.
+        eval_qa = eval_qa.add_column("eeg_crop", ["center"] * len(eval_qa))
+    all_segments = concatenate_datasets([segments["train"], segments["test"]])
+    known = set(all_segments["id"])
+    for name, qa in (("train", train_qa), ("eval", eval_qa)):
+        if qa is None:
+            continue
+        missing = sorted({i for ids in qa["segment_ids"] for i in ids} - known)
+        if missing:
+            raise ValueError(
+                f"The {name} QA set refers to {len(missing)} segment(s) not in {script_args.data}/segments, "
+                f"e.g. {missing[:3]}: QA sets and segments must come from the same `e2llm prepare` run"
+            )
+    collator = E2LLMCollator(processor, SegmentStore(all_segments), crop=script_args.train_crop, seed=seed)
+    return train_qa, eval_qa, collator
+
+
+def last_checkpoint(output_dir: str, resume: bool) -> str | None:
+    """The checkpoint to resume from: the last one in `output_dir` when `resume` is set."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not resume:
+        return None
+    found = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    if found is None:
+        logger.warning("No checkpoint in %s: starting from the beginning", output_dir)
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import set_seed
+
+    from train.trainer import AnswerLossSFTTrainer
+
+    script_args, training_args, model_args = parse_arguments(argv)
+    set_seed(training_args.seed)
+    model, processor = build_model_and_processor(script_args, model_args)
+    train_only_projector(model)
+    train_qa, eval_qa, collator = build_datasets(script_args, processor, model, training_args.seed)
+
+    trainer = AnswerLossSFTTrainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=train_qa,
+        eval_dataset=eval_qa,
+        processing_class=processor,
+    )
+    trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, script_args.resume))
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"Stage 2 done: {trainable:,} trainable parameters; model and processor in {training_args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

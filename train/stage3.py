@@ -1,0 +1,136 @@
+"""Stage 3: LoRA on the language model's attention and the projector, on chain-of-thought answers.
+
+    e2llm stage3 --config train/recipes/qwen3-8b/stage3.yaml \\
+        --data prepared/ --model runs/qwen3-8b/stage2 --output_dir runs/qwen3-8b/stage3
+
+    accelerate launch --config_file train/recipes/accelerate/ddp-2gpu.yaml -m train.stage3 \\
+        --config train/recipes/qwen3-8b/stage3.yaml
+
+Continues from the stage-2 folder (`--model`). For the "without stage 2" ablation, leave `model`
+empty and give `encoder` and `llm` as for stage 2: the projector then starts from random weights
+and learns here only.
+
+The paper's recipe: LoRA r 128, alpha 256, dropout 0.05 on q_proj and k_proj of the language
+model, the projector trained in full (PEFT's `modules_to_save`), the 3,000-sample `stage3` QA
+split, Adam without weight decay, lr 2e-4, batch 16, cosine schedule. The LoRA settings are
+TRL's `ModelConfig` fields (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`,
+`lora_modules_to_save`); `lora_target_modules` is one regular expression, which PEFT matches
+against full module names, so that only `model.language_model.layers.*.self_attn.{q,k}_proj`
+are adapted and never a module of the EEG encoder. The wrapped modules are checked after PEFT
+has placed the adapters.
+
+Writes to `output_dir`: the adapter (`adapter_config.json`, `adapter_model.safetensors` with
+the LoRA weights and the projector) and the processor; with `merge` (default), `output_dir/merged`:
+the adapter folded into the weights, a complete model with the processor that loads with
+`AutoModel.from_pretrained(dir, trust_remote_code=True)` and `AutoProcessor.from_pretrained`.
+The merge reloads the starting model and the saved adapter, so it works the same after a
+single-process, DDP or FSDP run. `--resume` continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from train.stage2 import build_datasets, build_model_and_processor, last_checkpoint, parse_arguments
+
+# The language model's query and key projections, never a module of the EEG encoder.
+LANGUAGE_MODEL_QK = r"model\.language_model\.layers\.\d+\.self_attn\.(q_proj|k_proj)"
+MERGED = "merged"
+
+
+def load_starting_point(script_args, model_args):
+    """(model, processor): the stage-2 folder, or for the "without stage 2" ablation the parts."""
+    from modeling_e2llm import E2LLMForConditionalGeneration
+    from processing_e2llm import E2LLMProcessor
+
+    if script_args.model is None:
+        return build_model_and_processor(script_args, model_args)
+    if script_args.encoder is not None or script_args.llm is not None:
+        raise ValueError(
+            "Give either `model` (the stage-2 folder) or `encoder` and `llm` (without stage 2), not both"
+        )
+    path = Path(script_args.model)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{script_args.model} is not a saved E2LLM model folder (no config.json): give the stage-2 output")
+    dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "auto"
+    model = E2LLMForConditionalGeneration.from_pretrained(str(path), dtype=dtype)
+    processor = E2LLMProcessor.from_pretrained(str(path), trust_remote_code=True)
+    model.model.projector.float()
+    return model, processor
+
+
+def lora_config(model_args):
+    """The LoRA configuration from the recipe, with the paper's targets unless it names others."""
+    from trl import get_peft_config
+
+    model_args.use_peft = True
+    if model_args.lora_target_modules is None:
+        model_args.lora_target_modules = LANGUAGE_MODEL_QK
+    if model_args.lora_modules_to_save is None:
+        model_args.lora_modules_to_save = ["projector"]
+    return get_peft_config(model_args)
+
+
+def check_adapted_modules(peft_model) -> list[str]:
+    """The names of the LoRA-wrapped modules; refuses any outside the language model."""
+    from peft.tuners.lora import LoraLayer
+
+    adapted = [name for name, module in peft_model.named_modules() if isinstance(module, LoraLayer)]
+    if not adapted:
+        raise ValueError("lora_target_modules matched no module of the model")
+    outside = [name for name in adapted if ".language_model." not in name]
+    if outside:
+        raise ValueError(f"LoRA must adapt only the language model; lora_target_modules also matched {outside[:3]}")
+    return adapted
+
+
+def merge_adapter(script_args, model_args, adapter_dir: str, out_dir: Path, seed: int) -> None:
+    """Reload the starting model, apply the saved adapter, fold it in and save model + processor."""
+    from peft import PeftModel
+    from transformers import set_seed
+
+    # Parts built from random weights (`llm: tiny`, no encoder) come back identical under the seed.
+    set_seed(seed)
+    base, processor = load_starting_point(script_args, model_args)
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    processor.save_pretrained(out_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import set_seed
+
+    from train.trainer import AnswerLossSFTTrainer
+
+    script_args, training_args, model_args = parse_arguments(argv)
+    set_seed(training_args.seed)
+    model, processor = load_starting_point(script_args, model_args)
+    model.requires_grad_(False)
+    train_qa, eval_qa, collator = build_datasets(script_args, processor, model, training_args.seed)
+
+    trainer = AnswerLossSFTTrainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=train_qa,
+        eval_dataset=eval_qa,
+        processing_class=processor,
+        peft_config=lora_config(model_args),
+    )
+    check_adapted_modules(trainer.model)
+    trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, script_args.resume))
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        print(f"Stage 3 done: {trainable:,} trainable parameters; adapter in {training_args.output_dir}")
+        if script_args.merge:
+            merged = Path(training_args.output_dir) / MERGED
+            merge_adapter(script_args, model_args, training_args.output_dir, merged, training_args.seed)
+            print(f"Merged model and processor in {merged}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
