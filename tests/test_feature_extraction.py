@@ -17,6 +17,9 @@ from processing_e2llm import (
     preprocess_continuous,
 )
 
+# Most recordings here are seconds long; the 0.1 Hz high-pass is longer (a tested warning).
+pytestmark = pytest.mark.filterwarnings("ignore:The filter .* is longer than the recording")
+
 SEED_VII_CHANNELS = [
     "FP1", "FPZ", "FP2", "AF3", "AF4", "F7", "F5", "F3", "F1", "FZ", "F2", "F4", "F6", "F8", "FT7", "FC5",
     "FC3", "FC1", "FCZ", "FC2", "FC4", "FC6", "FT8", "T7", "C5", "C3", "C1", "CZ", "C2", "C4", "C6", "T8",
@@ -134,6 +137,21 @@ def test_low_sampling_rate_warns_and_keeps_the_high_pass():
     with pytest.warns(UserWarning, match="Nyquist"):
         eeg, _ = preprocess_continuous(data, 128, names)
     assert eeg.shape == (8, 2560)
+
+
+def test_combined_filter_equals_mne_band_pass_then_notch():
+    names = list(EEGPT_58_CHANNELS[:8])
+    data = np.cumsum(recording(8, 60.0, rate=256), axis=1) + 30 * np.sin(2 * np.pi * 50 * np.arange(60 * 256) / 256)
+    eeg, _ = preprocess_continuous(data, 256, names)
+    reference = mne.filter.filter_data(data * 1e-3, 256, 0.1, 70.0, verbose="error")
+    reference = mne.filter.notch_filter(reference, 256, [50.0], verbose="error")
+    reference -= reference.mean(axis=0)
+    np.testing.assert_allclose(eeg, reference, rtol=0, atol=1e-6 * np.abs(reference).max())
+
+
+def test_short_filtered_recordings_warn_about_edge_distortion():
+    with pytest.warns(RuntimeWarning, match="longer than the recording"):
+        preprocess_continuous(recording(8, 10.0), 1000, list(EEGPT_58_CHANNELS[:8]))
 
 
 def test_channels_follow_vocabulary_order_whatever_the_input_order():
@@ -255,6 +273,14 @@ def test_same_channel_count_with_different_electrodes_share_a_batch():
     assert [EEGPT_CHANNELS[i] for i in ids[1]] == list(EEGPT_58_CHANNELS[10:18])
 
 
+def test_mne_raw_bad_and_non_eeg_channels_are_left_out():
+    names = ["Fp1", "Fp2", "C3", "Cz", "C4", "P3", "P4", "O1", "O2"]
+    raw = raw_with_extras(recording(9, 5.0), names, 1000)
+    raw.info["bads"] = ["Cz"]
+    ids = E2LLMFeatureExtractor()(raw)["eeg_channel_ids"][0]
+    assert [EEGPT_CHANNELS[i] for i in ids] == ["FP1", "FP2", "C3", "C4", "P3", "P4", "O1", "O2"]
+
+
 # Refusals: each a ValueError naming the problem.
 
 
@@ -293,7 +319,7 @@ def test_warns_below_eight_channels_by_default():
 def test_no_warning_from_eight_channels():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        E2LLMFeatureExtractor()(recording(8, 5.0), sampling_rate=1000, channel_names=list(EEGPT_58_CHANNELS[:8]))
+        E2LLMFeatureExtractor()(recording(8, 60.0), sampling_rate=1000, channel_names=list(EEGPT_58_CHANNELS[:8]))
 
 
 def test_refuses_recordings_shorter_than_one_window():
@@ -304,6 +330,22 @@ def test_refuses_recordings_shorter_than_one_window():
 def test_refuses_arrays_without_sampling_rate():
     with pytest.raises(ValueError, match="sampling_rate is required"):
         E2LLMFeatureExtractor()(recording(8, 5.0), channel_names=list(EEGPT_58_CHANNELS[:8]))
+
+
+def test_refuses_non_positive_sampling_rate():
+    with pytest.raises(ValueError, match="sampling_rate must be a positive number of Hz; got 0"):
+        E2LLMFeatureExtractor()(recording(8, 5.0), sampling_rate=0, channel_names=list(EEGPT_58_CHANNELS[:8]))
+
+
+def test_refuses_sampling_rate_beside_an_mne_raw():
+    raw = raw_with_extras(recording(8, 5.0), list(EEGPT_58_CHANNELS[:8]), 1000)
+    with pytest.raises(ValueError, match="carries its own sampling rate"):
+        E2LLMFeatureExtractor()(raw, sampling_rate=1000)
+
+
+def test_refuses_one_dimensional_arrays():
+    with pytest.raises(ValueError, match=r"got shape \(5000,\)"):
+        E2LLMFeatureExtractor()(np.zeros(5000), sampling_rate=1000, channel_names=["CZ"])
 
 
 def test_refuses_arrays_without_channel_names():

@@ -19,6 +19,8 @@ from processing_e2llm import EEGPT_58_CHANNELS, EEGPT_CHANNELS, E2LLMFeatureExtr
 from train.tokenizer import EEG_END_TOKEN_ID, EEG_START_TOKEN_ID, EEG_TOKEN_ID
 
 NAMES = list(EEGPT_58_CHANNELS[:8])
+# The recordings here are seconds long; the 0.1 Hz high-pass is longer (tested in test_feature_extraction).
+pytestmark = pytest.mark.filterwarnings("ignore:The filter .* is longer than the recording")
 
 
 @pytest.fixture
