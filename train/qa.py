@@ -1,0 +1,565 @@
+"""The five chain-of-thought tasks of E2LLM and their question-answer sets.
+
+Every sample is a chat (``messages``) whose user turn holds the EEG as ``{"type": "eeg"}``
+items, one per 10 s segment, in the order of ``segment_ids``; the assistant turn first
+describes each EEG's state in one sentence, then concludes, and ends with a final line
+``Answer: <canonical answer>`` that :func:`parse_answer` reads back. ``--no-cot`` keeps only
+that final line. Stored in a ``datasets`` table, an EEG item reads back as
+``{"type": "eeg", "text": None}``.
+
+Tasks and their canonical answer strings (the ``answer`` column, and what
+``parse_answer(task, generated_text)`` returns):
+
+========  ================================================  ====================================
+task      question                                          canonical answers
+========  ================================================  ====================================
+``IED``   which emotion does one EEG show                   ``happy`` ``surprise`` ``neutral``
+                                                            ``disgust`` ``fear`` ``sad`` ``anger``
+``EPC``   is the person of EEG 1 more, less or equally       ``more`` ``less`` ``equal``
+          <emotion> than EEG 2 (random 33.33 %)
+``ESS``   which of three EEGs is the <superlative>          ``EEG 1`` ``EEG 2`` ``EEG 3``
+          (random 33.33 %)
+``EIM``   match three everyday scenarios A, B, C to three   ``A=EEG i, B=EEG j, C=EEG k`` with
+          EEGs (six orders, random 16.67 %)                 (i, j, k) a permutation of 1, 2, 3
+``ESR``   two turns: describe three EEGs, then pick the     ``EEG 1`` ``EEG 2`` ``EEG 3``
+          one that fits a nuanced scenario (33.33 %)
+========  ================================================  ====================================
+
+EPC outcomes: "more" when only EEG 1 shows the asked emotion, or both do and EEG 1 more
+intensely (where intensity is known); "less" the mirror image; "equal" when both EEGs show
+the same emotion at comparable (or unknown) intensity. ESS: the chosen EEG alone shows the
+emotion, or (intensity known) shows it most intensely. ESR scenarios come from a bank used
+by no other task, and ESR is never part of the training sets.
+
+Sets (:func:`build_qa_sets`): ``train`` (IED/EPC/ESS/EIM in equal shares, the target emotion
+cycling through the seven so emotions are balanced), ``stage3`` (the same mix, drawn
+independently), ``test_ied`` (one IED sample per test segment), ``test_multi`` (EPC/ESS/EIM
+in equal shares), ``test_esr``. Train sets draw only train segments, test sets only test
+segments. Everything is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+
+EMOTIONS = ("happy", "surprise", "neutral", "disgust", "fear", "sad", "anger")
+TASKS = ("IED", "EPC", "ESS", "EIM", "ESR")
+TRAIN_TASKS = ("IED", "EPC", "ESS", "EIM")
+MULTI_TASKS = ("EPC", "ESS", "EIM")
+EPC_ANSWERS = ("more", "less", "equal")
+
+SYSTEM_PROMPT = "You read EEG recordings and explain the emotions they show."
+
+# Two intensities closer than this fraction of the observed intensity range count as equal.
+INTENSITY_MARGIN = 0.15
+
+NOUN = {
+    "happy": "happiness", "surprise": "surprise", "neutral": "calm neutrality", "disgust": "disgust",
+    "fear": "fear", "sad": "sadness", "anger": "anger",
+}  # fmt: skip
+ADJECTIVE = {
+    "happy": "happy", "surprise": "surprised", "neutral": "neutral", "disgust": "disgusted",
+    "fear": "fearful", "sad": "sad", "anger": "angry",
+}  # fmt: skip
+SUPERLATIVE = {
+    "happy": "happiest", "surprise": "most surprised", "neutral": "most neutral", "disgust": "most disgusted",
+    "fear": "most fearful", "sad": "saddest", "anger": "angriest",
+}  # fmt: skip
+
+# One sentence per EEG: the EEG signs of each emotion (frontal alpha asymmetry for approach and
+# withdrawal, beta/gamma for arousal, temporal gamma for positive valence), then the state.
+DESCRIPTIONS = {
+    "happy": (
+        "lower left- than right-frontal alpha and lively temporal beta and gamma, a pleasant, engaged state",
+        "approach-related frontal asymmetry with bright temporal gamma, an upbeat, positive mood",
+    ),
+    "surprise": (
+        "a burst of frontal theta with raised beta and gamma and balanced frontal alpha, sudden alert orienting",
+        "high arousal with strong frontal theta and little asymmetry, startled attention",
+    ),
+    "neutral": (
+        "strong posterior alpha, quiet beta and gamma and balanced frontal alpha, a calm, unengaged state",
+        "relaxed posterior alpha with no frontal asymmetry and low arousal, a neutral resting mood",
+    ),
+    "disgust": (
+        "right-frontal activation with frontal delta and moderate beta, an aversive, rejecting state",
+        "withdrawal-related frontal asymmetry and slow frontal delta, revulsion at moderate arousal",
+    ),
+    "fear": (
+        "strong right-frontal activation, frontal-midline theta and high beta and gamma, tense withdrawal",
+        "withdrawal asymmetry with midline theta and high arousal, a threatened, anxious state",
+    ),
+    "sad": (
+        "withdrawal asymmetry with heavy posterior alpha and delta and weak beta, a low, subdued mood",
+        "slow posterior rhythms, little beta or gamma and right-frontal activation, a downcast state",
+    ),
+    "anger": (
+        "left-frontal activation despite a negative tone and very high beta and gamma, hostile arousal",
+        "approach-driven frontal asymmetry with intense beta and gamma, a heated, confrontational state",
+    ),
+}
+
+IED_QUESTIONS = (
+    "What emotion does this EEG show?",
+    "Which emotion is the person feeling during this EEG recording?",
+    "Describe the emotional state in this EEG, then name the emotion.",
+    "Is this person happy, surprised, neutral, disgusted, fearful, sad or angry? Explain from the EEG.",
+    "Read this EEG and tell me which emotion it reflects.",
+)
+EPC_QUESTIONS = (
+    "Is the person in EEG 1 more, less or equally {adjective} compared with the person in EEG 2?",
+    "Compared with EEG 2, does EEG 1 show more, less or the same {noun}?",
+    "Relative to the second person, is the first person more {adjective}, less {adjective}, or equally {adjective}?",
+    "Judge the {noun} in both EEGs: is EEG 1 more, less or equally {adjective} than EEG 2?",
+)
+ESS_QUESTIONS = (
+    "Which of these three EEGs shows the {superlative} person?",
+    "Which EEG shows the most {noun}?",
+    "Among EEG 1, EEG 2 and EEG 3, which person is the {superlative}?",
+    "Pick the EEG of the {superlative} of these three people.",
+)
+EIM_QUESTIONS = (
+    "Match each scenario to the EEG of the person living it:",
+    "Three people were in these situations. Which EEG belongs to which situation?",
+    "Assign each everyday scenario to one of the three EEGs:",
+)
+ESR_FIRST_QUESTIONS = (
+    "Describe the emotional state each of these EEGs shows.",
+    "What state of mind does each of these three EEGs suggest?",
+)
+ESR_SECOND_QUESTIONS = (
+    "{scenario} Which of the three people is most likely in this situation? Explain why.",
+    "Consider this situation: {scenario} Whose EEG fits it best, and why?",
+)
+
+# Everyday situations for EIM (training and testing).
+EIM_SCENARIOS = {
+    "happy": (
+        "Opening a birthday present from a close friend.",
+        "Hearing that a job application was accepted.",
+        "Laughing with family over dinner.",
+        "Scoring the winning goal in a weekend match.",
+    ),
+    "surprise": (
+        "Finding an unexpected letter from an old classmate.",
+        "A balloon bursting right behind them.",
+        "Walking into a room and meeting a surprise party.",
+        "Seeing snow fall in the middle of summer.",
+    ),
+    "neutral": (
+        "Waiting for the kettle to boil.",
+        "Reading a bus timetable.",
+        "Sorting socks after laundry.",
+        "Listening to a weather report for another city.",
+    ),
+    "disgust": (
+        "Smelling milk that went sour a week ago.",
+        "Finding a hair in their soup.",
+        "Stepping barefoot on something slimy.",
+        "Cleaning a blocked kitchen drain.",
+    ),
+    "fear": (
+        "Hearing footsteps behind them on a dark street.",
+        "Feeling the plane drop in heavy turbulence.",
+        "Losing sight of their child in a crowd.",
+        "A large dog running at them, barking.",
+    ),
+    "sad": (
+        "Saying goodbye to a friend moving abroad.",
+        "Looking at photos of a pet that died.",
+        "Learning that a favourite shop has closed for good.",
+        "Spending a holiday alone, far from home.",
+    ),
+    "anger": (
+        "Someone cutting in front of them after a long queue.",
+        "Being blamed for a colleague's mistake.",
+        "A neighbour playing loud music at 3 a.m. again.",
+        "Finding their bike vandalised.",
+    ),
+}
+
+# Nuanced situations for ESR only, each with the reason it calls for its emotion.
+ESR_SCENARIOS = {
+    "happy": (
+        ("After months of rehearsal, a shy student hears the audience rise in applause.",
+         "hard-won recognition brings warm, outgoing joy"),
+        ("A grandmother video-calls and sees her newborn grandchild for the first time.",
+         "a longed-for connection brings tender delight"),
+        ("A volunteer learns that the library they helped rebuild reopens today.",
+         "seeing effort pay off brings buoyant satisfaction"),
+    ),
+    "surprise": (
+        ("A commuter opens an ordinary-looking envelope and finds a refund they had forgotten.",
+         "an unexpected turn triggers sudden orienting before any judgement"),
+        ("Mid-lecture, the projector switches to a live feed of the speaker's twin.",
+         "a violated expectation grabs attention at once"),
+        ("A hiker turns a bend and meets a deer standing a metre away.",
+         "an abrupt, unforeseen event jolts alertness"),
+    ),
+    "neutral": (
+        ("An archivist spends the afternoon re-labelling folders with new catalogue numbers.",
+         "routine work leaves the mind calm and unengaged"),
+        ("A passenger watches identical fields pass by on a long train ride.",
+         "unchanging input keeps arousal low and affect flat"),
+        ("A clerk checks that forty invoices carry the right date.",
+         "a repetitive task holds attention without feeling"),
+    ),
+    "disgust": (
+        ("A chef discovers that a supplier relabelled spoiled meat as fresh.",
+         "contamination and moral taint provoke rejection"),
+        ("A visitor learns that the charming host mistreats his animals.",
+         "a repugnant revelation makes them want to withdraw"),
+        ("A tenant opens a cupboard and finds it full of mould and droppings.",
+         "physical contamination calls for avoidance"),
+    ),
+    "fear": (
+        ("A diver notices the air gauge far lower than expected, still deep underwater.",
+         "an imminent threat with uncertain escape drives tense vigilance"),
+        ("At night, a home-owner hears the back door handle being tried slowly.",
+         "possible danger close by drives anxious withdrawal"),
+        ("A patient waits alone for the results of an urgent scan.",
+         "uncertain threat to oneself breeds apprehension"),
+    ),
+    "sad": (
+        ("An old man folds his late wife's cardigan and puts it back in the drawer.",
+         "quiet loss weighs the mood down"),
+        ("A teenager learns that their best friend's family is moving across the world.",
+         "an unavoidable separation brings low, withdrawn grief"),
+        ("A gardener finds that frost killed the tree they planted with their father.",
+         "losing a cherished bond leaves a subdued sorrow"),
+    ),
+    "anger": (
+        ("A nurse finds that her carefully written report was presented by a colleague as his own.",
+         "an unjust offence pushes towards confrontation"),
+        ("A cyclist is nearly run off the road by a driver who then honks at them.",
+         "a provocation invites approach and retaliation"),
+        ("A tenant is told, for the third time, that the broken heating is their own fault.",
+         "repeated unfair blame builds heated frustration"),
+    ),
+}
+
+_ANSWER_LINE = re.compile(r"answer\s*[:：]\s*(.+)", re.IGNORECASE)
+_EMOTION_WORDS = {
+    **{e: e for e in EMOTIONS},
+    "happiness": "happy", "joy": "happy", "surprised": "surprise", "calm": "neutral",
+    "disgusted": "disgust", "fearful": "fear", "afraid": "fear", "sadness": "sad",
+    "angry": "anger",
+}  # fmt: skip
+_EIM_PAIR = re.compile(r"\b([ABC])\s*(?:=|:|-|->|is)?\s*EEG\s*([123])\b", re.IGNORECASE)
+
+
+def parse_answer(task: str, text: str) -> str | None:
+    """The canonical answer in a generated reply, or None when it cannot be read.
+
+    Reads the last ``Answer: ...`` line of ``text`` and normalises it for ``task`` (one of
+    :data:`TASKS`) to the strings the module docstring lists, e.g. ``"Answer: Sadness."`` ->
+    ``"sad"``, ``"Answer: eeg 2"`` -> ``"EEG 2"``.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    matches = _ANSWER_LINE.findall(text or "")
+    if not matches:
+        return None
+    answer = matches[-1].strip()
+    if task == "IED":
+        for word in re.findall(r"[a-z]+", answer.lower()):
+            if word in _EMOTION_WORDS:
+                return _EMOTION_WORDS[word]
+        return None
+    if task == "EPC":
+        for word in re.findall(r"[a-z]+", answer.lower()):
+            if word in ("more", "less"):
+                return word
+            if word in ("equal", "equally", "same"):
+                return "equal"
+        return None
+    if task in ("ESS", "ESR"):
+        match = re.search(r"(?:EEG\s*)?\b([123])\b", answer, re.IGNORECASE)
+        return f"EEG {match[1]}" if match else None
+    pairs = dict((letter.upper(), digit) for letter, digit in _EIM_PAIR.findall(answer))
+    if set(pairs) != {"A", "B", "C"} or len(set(pairs.values())) != 3:
+        return None
+    return eim_answer([int(pairs[letter]) for letter in "ABC"])
+
+
+def eim_answer(eeg_numbers: list[int]) -> str:
+    """The canonical EIM answer for the EEG numbers (1-based) matched to scenarios A, B, C."""
+    return ", ".join(f"{letter}=EEG {number}" for letter, number in zip("ABC", eeg_numbers))
+
+
+def _text(text: str) -> dict:
+    return {"type": "text", "text": text}
+
+
+def _eeg_turn(count: int, question: str) -> dict:
+    if count == 1:
+        return {"role": "user", "content": [{"type": "eeg"}, _text("\n" + question)]}
+    content = []
+    for number in range(1, count + 1):
+        content += [_text(f"EEG {number}: " if number == 1 else f"\nEEG {number}: "), {"type": "eeg"}]
+    content.append(_text("\n" + question))
+    return {"role": "user", "content": content}
+
+
+def _reply(text: str) -> dict:
+    return {"role": "assistant", "content": [_text(text)]}
+
+
+class _Pool:
+    """Segments of one split grouped by emotion, with their intensities."""
+
+    def __init__(self, ids, emotions, intensities):
+        self.ids = list(ids)
+        self.emotions = list(emotions)
+        self.intensity = np.array([np.nan if v is None else v for v in intensities], dtype=np.float64)
+        self.by_emotion = {e: np.flatnonzero(np.array(self.emotions) == e) for e in EMOTIONS}
+        self.available = tuple(e for e in EMOTIONS if len(self.by_emotion[e]))
+        known = self.intensity[np.isfinite(self.intensity)]
+        span = float(known.max() - known.min()) if len(known) else 0.0
+        self.margin = INTENSITY_MARGIN * span if span > 0 else None
+
+    def draw(self, rng, emotion):
+        return int(rng.choice(self.by_emotion[emotion]))
+
+    def draw_other(self, rng, excluded):
+        return self.draw(rng, str(rng.choice([e for e in self.available if e not in excluded])))
+
+    def stronger(self, first, second):
+        """+1, -1 or 0: which segment shows its (shared) emotion more intensely, if known."""
+        if self.margin is None or not np.isfinite(self.intensity[[first, second]]).all():
+            return 0
+        gap = self.intensity[first] - self.intensity[second]
+        return 0 if abs(gap) < self.margin else int(np.sign(gap))
+
+
+class _Writer:
+    """Renders samples of the five tasks; ``cot=False`` keeps only the answer line."""
+
+    def __init__(self, pool: _Pool, rng, cot: bool):
+        self.pool, self.rng, self.cot = pool, rng, cot
+
+    def _describe(self, indices) -> list[str]:
+        sentences = []
+        for number, index in enumerate(indices, start=1):
+            description = self.rng.choice(DESCRIPTIONS[self.pool.emotions[index]])
+            label = "The EEG" if len(indices) == 1 else f"EEG {number}"
+            sentences.append(f"{label} shows {description}.")
+        return sentences
+
+    def _answer(self, reasoning: list[str], answer: str) -> str:
+        return "\n".join([*reasoning, f"Answer: {answer}"]) if self.cot else f"Answer: {answer}"
+
+    def _sample(self, task, turns, indices, answer):
+        messages = [{"role": "system", "content": [_text(SYSTEM_PROMPT)]}, *turns]
+        return {"task": task, "messages": messages, "segment_ids": [self.pool.ids[i] for i in indices], "answer": answer}
+
+    def ied(self, index):
+        emotion = self.pool.emotions[index]
+        reasoning = [*self._describe([index]), f"This points to {NOUN[emotion]}."]
+        turns = [_eeg_turn(1, self.rng.choice(IED_QUESTIONS)), _reply(self._answer(reasoning, emotion))]
+        return self._sample("IED", turns, [index], emotion)
+
+    def _epc_pair(self, emotion, outcome):
+        pool, rng = self.pool, self.rng
+        for _ in range(100):
+            if outcome == "equal":
+                shared = str(rng.choice(pool.available))
+                first, second = pool.draw(rng, shared), pool.draw(rng, shared)
+                if pool.stronger(first, second) == 0:
+                    return first, second
+                continue
+            high = pool.draw(rng, emotion)
+            if pool.margin and rng.random() < 0.25:
+                low = pool.draw(rng, emotion)
+                if pool.stronger(high, low) == 0:
+                    continue
+                if pool.stronger(high, low) < 0:
+                    high, low = low, high
+            else:
+                low = pool.draw_other(rng, {emotion})
+            return (high, low) if outcome == "more" else (low, high)
+        raise ValueError(f"cannot draw an EPC '{outcome}' pair for {emotion!r} from this split")
+
+    def epc(self, emotion, outcome):
+        first, second = self._epc_pair(emotion, outcome)
+        emotions = self.pool.emotions
+        if outcome == "equal" and emotions[first] == emotion:
+            verdict = f"Both show {NOUN[emotion]} to a similar degree, so the two are equally {ADJECTIVE[emotion]}."
+        elif outcome == "equal":
+            verdict = f"Neither shows {NOUN[emotion]}; both show {NOUN[emotions[first]]}, so neither is more {ADJECTIVE[emotion]}."
+        elif emotions[first] == emotions[second]:
+            stronger = 1 if outcome == "more" else 2
+            verdict = f"Both show {NOUN[emotion]}, stronger in EEG {stronger}, so EEG 1 is {outcome} {ADJECTIVE[emotion]}."
+        else:
+            shown = 1 if outcome == "more" else 2
+            verdict = f"Only EEG {shown} shows {NOUN[emotion]}, so EEG 1 is {outcome} {ADJECTIVE[emotion]}."
+        question = self.rng.choice(EPC_QUESTIONS).format(adjective=ADJECTIVE[emotion], noun=NOUN[emotion])
+        reasoning = [*self._describe([first, second]), verdict]
+        turns = [_eeg_turn(2, question), _reply(self._answer(reasoning, outcome))]
+        return self._sample("EPC", turns, [first, second], outcome)
+
+    def ess(self, emotion):
+        pool, rng = self.pool, self.rng
+        chosen = pool.draw(rng, emotion)
+        others = []
+        if pool.margin and rng.random() < 0.25:
+            rival = pool.draw(rng, emotion)
+            if pool.stronger(chosen, rival) != 0:
+                chosen, rival = (chosen, rival) if pool.stronger(chosen, rival) > 0 else (rival, chosen)
+                others.append(rival)
+        while len(others) < 2:
+            others.append(pool.draw_other(rng, {emotion}))
+        position = int(rng.integers(3))
+        indices = others[:position] + [chosen] + others[position:]
+        if any(pool.emotions[i] == emotion for i in others):
+            verdict = f"EEG {position + 1} shows the strongest {NOUN[emotion]}."
+        else:
+            verdict = f"Only EEG {position + 1} shows {NOUN[emotion]}."
+        question = rng.choice(ESS_QUESTIONS).format(superlative=SUPERLATIVE[emotion], noun=NOUN[emotion])
+        answer = f"EEG {position + 1}"
+        turns = [_eeg_turn(3, question), _reply(self._answer([*self._describe(indices), verdict], answer))]
+        return self._sample("ESS", turns, indices, answer)
+
+    def _three_emotions(self, emotion):
+        rest = [e for e in self.pool.available if e != emotion]
+        return [emotion, *self.rng.choice(rest, size=2, replace=False).tolist()]
+
+    def eim(self, emotion):
+        pool, rng = self.pool, self.rng
+        emotions = self._three_emotions(emotion)
+        rng.shuffle(emotions)
+        indices = [pool.draw(rng, e) for e in emotions]
+        order = list(rng.permutation(3))
+        scenarios = [rng.choice(EIM_SCENARIOS[emotions[i]]) for i in order]
+        numbers = [int(i) + 1 for i in order]
+        question = rng.choice(EIM_QUESTIONS) + "".join(f"\n{l}. {s}" for l, s in zip("ABC", scenarios))
+        matches = "; ".join(f"{l} calls for {NOUN[emotions[i]]} (EEG {i + 1})" for l, i in zip("ABC", order))
+        answer = eim_answer(numbers)
+        turns = [_eeg_turn(3, question), _reply(self._answer([*self._describe(indices), matches + "."], answer))]
+        return self._sample("EIM", turns, indices, answer)
+
+    def esr(self, emotion):
+        pool, rng = self.pool, self.rng
+        emotions = self._three_emotions(emotion)
+        rng.shuffle(emotions)
+        indices = [pool.draw(rng, e) for e in emotions]
+        target = emotions.index(emotion) + 1
+        scenario, reason = ESR_SCENARIOS[emotion][int(rng.integers(len(ESR_SCENARIOS[emotion])))]
+        descriptions = self._describe(indices)
+        first_reply = " ".join(descriptions) if self.cot else " ".join(
+            f"EEG {n}: {ADJECTIVE[e]}." for n, e in enumerate(emotions, start=1)
+        )
+        answer = f"EEG {target}"
+        verdict = f"The situation calls for {NOUN[emotion]}: {reason}. EEG {target} shows that state."
+        turns = [
+            _eeg_turn(3, rng.choice(ESR_FIRST_QUESTIONS)),
+            _reply(first_reply),
+            {"role": "user", "content": [_text(rng.choice(ESR_SECOND_QUESTIONS).format(scenario=scenario))]},
+            _reply(self._answer([verdict], answer)),
+        ]
+        return self._sample("ESR", turns, indices, answer)
+
+
+def _mixed(writer: _Writer, count: int, tasks: tuple[str, ...], rng) -> list[dict]:
+    """``count`` samples in equal task shares, target emotions cycling over the available ones."""
+    pool = writer.pool
+    samples = []
+    for number in range(count):
+        task, turn = tasks[number % len(tasks)], number // len(tasks)
+        emotion = pool.available[turn % len(pool.available)]
+        if task == "IED":
+            samples.append(writer.ied(pool.draw(rng, emotion)))
+        elif task == "EPC":
+            samples.append(writer.epc(emotion, EPC_ANSWERS[(turn // len(pool.available)) % 3]))
+        elif task == "ESS":
+            samples.append(writer.ess(emotion))
+        elif task == "EIM":
+            samples.append(writer.eim(emotion))
+        else:
+            samples.append(writer.esr(emotion))
+    order = rng.permutation(len(samples))
+    return [samples[i] for i in order]
+
+
+def build_qa_sets(
+    train_segments: dict,
+    test_segments: dict,
+    *,
+    sizes: dict[str, int] | None = None,
+    cot: bool = True,
+    seed: int = 0,
+) -> dict[str, list[dict]]:
+    """Build the QA sets from segment metadata.
+
+    ``train_segments`` and ``test_segments`` are column mappings with ``id``, ``emotion`` and
+    ``intensity`` (None where unknown). ``sizes`` overrides the paper's ``train`` 10,000,
+    ``stage3`` 3,000, ``test_multi`` 500 and ``test_esr`` 167 (``test_ied`` is always one
+    per test segment). Returns ``{split: [row, ...]}`` with rows ``id``, ``task``,
+    ``messages``, ``segment_ids``, ``answer``.
+    """
+    sizes = {"train": 10_000, "stage3": 3_000, "test_multi": 500, "test_esr": 167, **(sizes or {})}
+    pools = {}
+    for name, columns in (("train", train_segments), ("test", test_segments)):
+        pool = _Pool(columns["id"], columns["emotion"], columns["intensity"])
+        if len(pool.available) < 3:
+            raise ValueError(
+                f"the {name} split has segments of {len(pool.available)} emotions {pool.available}; "
+                "the multi-EEG tasks need at least 3"
+            )
+        pools[name] = pool
+    streams = {name: np.random.default_rng([seed, index]) for index, name in enumerate(
+        ("train", "stage3", "test_ied", "test_multi", "test_esr")
+    )}
+    sets = {}
+    for name, pool_name, tasks in (
+        ("train", "train", TRAIN_TASKS), ("stage3", "train", TRAIN_TASKS),
+        ("test_multi", "test", MULTI_TASKS), ("test_esr", "test", ("ESR",)),
+    ):
+        rng = streams[name]
+        sets[name] = _mixed(_Writer(pools[pool_name], rng, cot), sizes[name], tasks, rng)
+    writer = _Writer(pools["test"], streams["test_ied"], cot)
+    sets["test_ied"] = [writer.ied(index) for index in range(len(pools["test"].ids))]
+    ordered = {}
+    for name in ("train", "stage3", "test_ied", "test_multi", "test_esr"):
+        ordered[name] = [{"id": f"{name}-{number:06d}", **sample} for number, sample in enumerate(sets[name])]
+    return ordered
+
+
+def qa_features():
+    """The ``datasets.Features`` of a QA split."""
+    from datasets import Features, List, Value
+
+    item = {"type": Value("string"), "text": Value("string")}
+    return Features(
+        {
+            "id": Value("string"),
+            "task": Value("string"),
+            "messages": List({"role": Value("string"), "content": List(item)}),
+            "segment_ids": List(Value("string")),
+            "answer": Value("string"),
+        }
+    )
+
+
+def all_question_templates() -> dict[str, tuple[str, ...]]:
+    """Every question template per task (for tests and documentation)."""
+    return {
+        "IED": IED_QUESTIONS, "EPC": EPC_QUESTIONS, "ESS": ESS_QUESTIONS, "EIM": EIM_QUESTIONS,
+        "ESR": ESR_FIRST_QUESTIONS + ESR_SECOND_QUESTIONS,
+    }  # fmt: skip
+
+
+def all_canonical_answers(task: str) -> list[str]:
+    """Every canonical answer string of ``task``."""
+    if task == "IED":
+        return list(EMOTIONS)
+    if task == "EPC":
+        return list(EPC_ANSWERS)
+    if task in ("ESS", "ESR"):
+        return ["EEG 1", "EEG 2", "EEG 3"]
+    if task == "EIM":
+        return [eim_answer(list(p)) for p in itertools.permutations((1, 2, 3))]
+    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
