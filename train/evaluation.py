@@ -1,0 +1,529 @@
+"""`e2llm evaluate`: the paper's metrics on the test QA sets (Tables 2, 3 and 4).
+
+    e2llm evaluate --model runs/stage3/merged --data prepared/ --out eval/stage3
+    e2llm evaluate --model runs/stage1 --data prepared/ --out eval/stage1
+    e2llm evaluate --compare eval/full eval/no-stage1 eval/no-stage2 --out eval/
+
+An E2LLM model answers every sample of `test_ied`, `test_multi` (EPC, ESS, EIM) and
+`test_esr` by batched greedy generation (left padding). Each sample's EEG goes in as the
+centred 4 s crop of its 10 s segments, fed to the processor as model-ready windows. ESR runs
+in its two turns: the model's own first answer is appended before the second question. The
+final answer is read with `train.qa.parse_answer`; an answer it cannot read is scored wrong
+and counted against the task's valid-answer rate, never mapped to a class.
+
+A stage-1 folder (`EEGPTForEmotionClassification`) is evaluated directly on the centred crops
+of the test segments, with the IED metrics.
+
+`--out` receives:
+- `predictions.jsonl`: one line per sample: `id`, `task`, `gold`, `predicted` (null when the
+  answer was unreadable) and the generated `text` (ESR: the second turn; its first is `first_turn`).
+  It is written batch by batch, and a run started again with the same `--out` resumes after the
+  last complete batch.
+- `results.json`: every figure in percent (kappa x 100, as the paper prints it), per task, with
+  `n`, `valid_rate` and `random_baseline`.
+- `tables.md`: Table 2 (IED) and Table 3 (EPC, ESS, EIM, ESR, average) in the paper's layout.
+- `confusion_matrix.png`: IED, rows the true emotion, columns the answer (and "unreadable").
+`--compare DIR...` reads the `results.json` of several runs and writes `comparison.md` in the
+layout of Table 4 (one row per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+TASKS = ("IED", "EPC", "ESS", "EIM", "ESR")
+CHOICE_TASKS = ("EPC", "ESS", "EIM", "ESR")
+QA_SPLITS = ("test_ied", "test_multi", "test_esr")
+# Chance level of each task in percent: 1/7 emotions, 1/3 options, 1/3! matchings.
+RANDOM_BASELINES = {"IED": 100 / 7, "EPC": 100 / 3, "ESS": 100 / 3, "EIM": 100 / 6, "ESR": 100 / 3}
+# The best figures of the paper (percent), for reference beside a run's own.
+PAPER_BEST = {
+    "balanced_accuracy": (61.73, "Qwen3-8B"),
+    "cohen_kappa": (55.14, "Qwen3-14B"),
+    "ESR": (53.89, "Qwen3-14B"),
+}
+UNREADABLE = "unreadable"
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+
+
+def read_predictions(path: str | os.PathLike) -> list[dict]:
+    """The complete lines of a `predictions.jsonl` (a line cut short by an interrupted run is dropped)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def score_predictions(rows: Iterable[dict], emotions: Sequence[str]) -> dict:
+    """Per-task figures in percent from prediction rows (`task`, `gold`, `predicted` or None).
+
+    IED: accuracy, balanced_accuracy, cohen_kappa (x 100), weighted_f1, per_class_accuracy (by
+    emotion name), valid_rate, confusion_matrix (counts; the last column is "unreadable").
+    EPC/ESS/EIM/ESR: accuracy and valid_rate. Each task has `n` and `random_baseline`;
+    `average` is the mean accuracy of the choice tasks evaluated (Table 3).
+    """
+    from train.metrics import load_metric
+
+    by_task: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["task"] not in TASKS:
+            raise ValueError(f"unknown task {row['task']!r} in predictions; expected one of {', '.join(TASKS)}")
+        by_task.setdefault(row["task"], []).append(row)
+
+    results: dict = {}
+    if "IED" in by_task:
+        label = {name: index for index, name in enumerate(emotions)}
+        ied = by_task["IED"]
+        unknown = sorted({row["gold"] for row in ied} - set(label))
+        if unknown:
+            raise ValueError(f"IED gold answers {unknown} are not emotions; expected one of {list(emotions)}")
+        figures = load_metric("e2llm_ied").compute(
+            predictions=[label.get(row["predicted"], -1) if row["predicted"] is not None else -1 for row in ied],
+            references=[label[row["gold"]] for row in ied],
+            num_labels=len(emotions),
+        )
+        results["IED"] = {
+            "n": len(ied),
+            **{key: 100 * figures[key] for key in ("accuracy", "balanced_accuracy", "cohen_kappa", "weighted_f1")},
+            "per_class_accuracy": {
+                name: None if math.isnan(value) else 100 * value
+                for name, value in zip(emotions, figures["per_class_accuracy"])
+            },
+            "valid_rate": 100 * figures["valid_rate"],
+            "random_baseline": RANDOM_BASELINES["IED"],
+            "confusion_matrix": figures["confusion_matrix"],
+        }
+    choice = [task for task in CHOICE_TASKS if task in by_task]
+    if choice:
+        metric = load_metric("e2llm_choice")
+        for task in choice:
+            figures = metric.compute(
+                predictions=[row["predicted"] for row in by_task[task]],
+                references=[row["gold"] for row in by_task[task]],
+            )
+            results[task] = {
+                "n": len(by_task[task]),
+                "accuracy": 100 * figures["accuracy"],
+                "valid_rate": 100 * figures["valid_rate"],
+                "random_baseline": RANDOM_BASELINES[task],
+            }
+        results["average"] = float(np.mean([results[task]["accuracy"] for task in choice]))
+    return results
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _cell(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def format_tables(results: dict, name: str, emotions: Sequence[str]) -> str:
+    """Markdown Tables 2 and 3 of the paper for one run (percent, two decimals), with the random baseline."""
+    parts = []
+    if "IED" in results:
+        ied = results["IED"]
+        header = ["Model", *[e.capitalize() for e in emotions], "Balanced acc.", "Kappa", "Weighted F1", "Valid answers"]
+        per_class = [_cell(ied["per_class_accuracy"].get(e)) for e in emotions]
+        rows = [
+            [name, *per_class, _cell(ied["balanced_accuracy"]), _cell(ied["cohen_kappa"]),
+             _cell(ied["weighted_f1"]), _cell(ied["valid_rate"])],
+            ["Random", *[_cell(RANDOM_BASELINES["IED"])] * len(emotions), _cell(RANDOM_BASELINES["IED"]),
+             _cell(0.0), "–", "–"],
+        ]  # fmt: skip
+        parts.append(
+            f"Table 2: emotion identification (IED), accuracy per class and overall, % (n = {ied['n']})\n\n"
+            + _table(header, rows)
+        )
+    choice = [task for task in CHOICE_TASKS if task in results]
+    if choice:
+        header = ["Model", *choice, "Average"]
+        chance = [RANDOM_BASELINES[task] for task in choice]
+        rows = [
+            [name, *[_cell(results[task]["accuracy"]) for task in choice], _cell(results["average"])],
+            ["Valid answers", *[_cell(results[task]["valid_rate"]) for task in choice], "–"],
+            ["Random", *map(_cell, chance), _cell(float(np.mean(chance)))],
+        ]
+        counts = ", ".join(f"{task} {results[task]['n']}" for task in choice)
+        parts.append(f"Table 3: multi-EEG reasoning, accuracy % (n: {counts})\n\n" + _table(header, rows))
+    return "\n\n".join(parts) + "\n"
+
+
+def format_comparison(runs: Sequence[tuple[str, dict]]) -> str:
+    """Markdown Table 4 (ablations): one row per run, IED's three summary figures and the choice tasks."""
+    header = ["Variant", "Balanced acc.", "Kappa", "Weighted F1", *CHOICE_TASKS, "Average"]
+    rows = []
+    for name, results in runs:
+        ied = results.get("IED", {})
+        rows.append(
+            [name, *[_cell(ied.get(key)) for key in ("balanced_accuracy", "cohen_kappa", "weighted_f1")],
+             *[_cell(results.get(task, {}).get("accuracy")) for task in CHOICE_TASKS], _cell(results.get("average"))]
+        )  # fmt: skip
+    rows.append(["Random", _cell(RANDOM_BASELINES["IED"]), _cell(0.0), "–",
+                 *[_cell(RANDOM_BASELINES[t]) for t in CHOICE_TASKS],
+                 _cell(float(np.mean([RANDOM_BASELINES[t] for t in CHOICE_TASKS])))])  # fmt: skip
+    return "Table 4: variants compared, %\n\n" + _table(header, rows) + "\n"
+
+
+def plot_confusion_matrix(ied: dict, emotions: Sequence[str], path: str | os.PathLike) -> None:
+    """Save IED's confusion matrix as a PNG: rows normalised to the share of each true emotion."""
+    from matplotlib.figure import Figure
+
+    counts = np.asarray(ied["confusion_matrix"], dtype=np.float64)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    columns = [*emotions, UNREADABLE]
+    figure = Figure(figsize=(1.1 * len(columns) + 1.5, 0.9 * len(emotions) + 1.5), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(shares, vmin=0, vmax=1, cmap="Blues")
+    axes.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
+    axes.set_yticks(range(len(emotions)), emotions)
+    axes.set_xlabel("answer")
+    axes.set_ylabel("true emotion")
+    axes.set_title(f"IED, balanced accuracy {ied['balanced_accuracy']:.2f} % (n = {ied['n']})")
+    for (row, column), value in np.ndenumerate(counts):
+        color = "white" if shares[row, column] > 0.5 else "black"
+        axes.text(column, row, f"{int(value)}", ha="center", va="center", color=color, fontsize=8)
+    figure.colorbar(image, ax=axes, label="share of the true emotion")
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.partial")
+    figure.savefig(staging, format="png", dpi=120)
+    os.replace(staging, path)
+
+
+def write_report(out: str | os.PathLike, results: dict, name: str, emotions: Sequence[str], extra: dict) -> None:
+    """results.json, tables.md and (with IED) confusion_matrix.png in `out`."""
+    out = Path(out)
+    write_atomic(out / "results.json", json.dumps({"name": name, **extra, **results}, indent=2) + "\n")
+    write_atomic(out / "tables.md", format_tables(results, name, emotions))
+    if "IED" in results:
+        plot_confusion_matrix(results["IED"], emotions, out / "confusion_matrix.png")
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _count_eeg(messages: Sequence[dict]) -> int:
+    return sum(
+        1 for message in messages if not isinstance(message["content"], str)
+        for item in message["content"] if item["type"] == "eeg"
+    )  # fmt: skip
+
+
+def _eeg_inputs(store, segment_ids: Sequence[str]) -> dict:
+    """Model-ready EEG for the processor: the centred 4 s crop of each segment, in order."""
+    from train.data import SEGMENT_CHANNEL_IDS
+
+    windows = store.windows(list(segment_ids), crop="center")
+    return {"eeg_values": windows, "eeg_channel_ids": np.broadcast_to(SEGMENT_CHANNEL_IDS, windows.shape[:2])}
+
+
+def _generate(model, processor, prompts: list[list[dict]], windows: list[dict], max_new_tokens: int) -> list[str]:
+    """Greedy answers to a batch of chat prompts (each ending with a user turn)."""
+    import torch
+
+    texts = [processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    eeg = {
+        "eeg_values": np.concatenate([w["eeg_values"] for w in windows]),
+        "eeg_channel_ids": np.concatenate([w["eeg_channel_ids"] for w in windows]),
+    }
+    inputs = processor(text=texts, eeg=eeg, return_tensors="pt", padding=True).to(model.device)
+    inputs["eeg_values"] = inputs["eeg_values"].to(model.dtype)
+    tokenizer = processor.tokenizer
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    return tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def answer_batch(model, processor, store, samples: Sequence[dict], max_new_tokens: int) -> list[list[str]]:
+    """Generate every assistant turn of each sample, feeding the model its own earlier turns.
+
+    A sample's gold `messages` hold its system/user turns and the gold assistant turns; each
+    assistant turn is replaced by what the model generates from everything before it. Returns
+    the generated turns per sample (one for IED/EPC/ESS/EIM, two for ESR).
+    """
+    conversations = [[] for _ in samples]
+    generated: list[list[str]] = [[] for _ in samples]
+    turns = [[i for i, m in enumerate(s["messages"]) if m["role"] == "assistant"] for s in samples]
+    for turn in range(max(map(len, turns))):
+        active = [k for k, t in enumerate(turns) if turn < len(t)]
+        prompts, windows = [], []
+        for k in active:
+            start = turns[k][turn - 1] + 1 if turn else 0
+            conversations[k].extend(samples[k]["messages"][start : turns[k][turn]])
+            needed = _count_eeg(conversations[k])
+            if needed > len(samples[k]["segment_ids"]):
+                raise ValueError(
+                    f"sample {samples[k]['id']!r} has {needed} EEG items but {len(samples[k]['segment_ids'])} segment ids"
+                )
+            prompts.append(conversations[k])
+            windows.append(_eeg_inputs(store, samples[k]["segment_ids"][:needed]))
+        for k, text in zip(active, _generate(model, processor, prompts, windows, max_new_tokens)):
+            generated[k].append(text)
+            conversations[k].append({"role": "assistant", "content": [{"type": "text", "text": text}]})
+    return generated
+
+
+def prediction_row(sample: dict, turns: Sequence[str]) -> dict:
+    """The predictions.jsonl line of one generated sample."""
+    from train.qa import parse_answer
+
+    row = {
+        "id": sample["id"],
+        "task": sample["task"],
+        "gold": sample["answer"],
+        "predicted": parse_answer(sample["task"], turns[-1]),
+        "text": turns[-1],
+    }
+    if len(turns) > 1:
+        row["first_turn"] = turns[0]
+    return row
+
+
+def select_samples(qa, limit: int | None) -> list[dict]:
+    """The test samples of `QA_SPLITS`, at most `limit` per task (the first ones, in split order)."""
+    missing = [split for split in QA_SPLITS if split not in qa]
+    if missing:
+        raise ValueError(f"the QA data lacks the splits {missing}; expected {list(QA_SPLITS)} (from `e2llm prepare`)")
+    samples, counts = [], {}
+    for split in QA_SPLITS:
+        for sample in qa[split]:
+            if limit is None or counts.get(sample["task"], 0) < limit:
+                counts[sample["task"]] = counts.get(sample["task"], 0) + 1
+                samples.append(sample)
+    return samples
+
+
+def evaluate_generation(model, processor, store, samples: Sequence[dict], predictions_path: Path,
+                        batch_size: int, max_new_tokens: int) -> list[dict]:  # fmt: skip
+    """Answer `samples` batch by batch, appending to `predictions_path`; samples already there are skipped."""
+    from tqdm.auto import tqdm
+
+    done = read_predictions(predictions_path)
+    finished = {(row["task"], row["id"]) for row in done}
+    pending = [s for s in samples if (s["task"], s["id"]) not in finished]
+    processor.tokenizer.padding_side = "left"
+    # Rewrite the kept lines so a line cut short by an interruption disappears before appending.
+    write_atomic(predictions_path, "".join(json.dumps(row) + "\n" for row in done))
+    with open(predictions_path, "a", encoding="utf-8") as file, tqdm(
+        total=len(samples), initial=len(samples) - len(pending), desc="evaluate", unit="sample"
+    ) as progress:
+        for batch in _batches(pending, batch_size):
+            for sample, turns in zip(batch, answer_batch(model, processor, store, batch, max_new_tokens)):
+                row = prediction_row(sample, turns)
+                done.append(row)
+                file.write(json.dumps(row) + "\n")
+            file.flush()
+            progress.update(len(batch))
+    wanted = {(s["task"], s["id"]) for s in samples}
+    return [row for row in done if (row["task"], row["id"]) in wanted]
+
+
+def evaluate_classifier(model, store, segments, predictions_path: Path, batch_size: int,
+                        limit: int | None) -> list[dict]:  # fmt: skip
+    """IED predictions of a stage-1 classifier on the centred crop of each test segment."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from train.data import SEGMENT_CHANNEL_IDS
+
+    ids = list(segments["id"])[:limit]
+    emotions = list(segments["emotion"])[:limit]
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    channel_ids = torch.as_tensor(SEGMENT_CHANNEL_IDS, device=model.device)
+    rows = []
+    for batch in tqdm(list(_batches(range(len(ids)), batch_size)), desc="evaluate", unit="batch"):
+        windows = torch.as_tensor(store.windows([ids[i] for i in batch], crop="center"), device=model.device)
+        with torch.inference_mode():
+            logits = model(eeg_values=windows.to(model.dtype), channel_ids=channel_ids).logits
+        for i, label in zip(batch, logits.argmax(-1).tolist()):
+            rows.append({"id": ids[i], "task": "IED", "gold": emotions[i], "predicted": names[label], "text": None})
+    write_atomic(predictions_path, "".join(json.dumps(row) + "\n" for row in rows))
+    return rows
+
+
+def load_processor(path: str | os.PathLike):
+    """The `E2LLMProcessor` saved in `path`, built from this package's classes.
+
+    `E2LLMProcessor.from_pretrained` resolves the feature extractor through the folder's
+    `auto_map`, and `AutoTokenizer` reads the model's `config.json`; both ask for
+    `trust_remote_code` and would mix the folder's copy of the code with this package's. The
+    parts are loaded directly instead.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+
+    path = Path(path)
+    if not (path / "processor_config.json").exists():
+        raise ValueError(f"{path} holds no processor_config.json; expected a folder saved by stage 2 or 3")
+    settings = json.loads((path / "processor_config.json").read_text())
+    template = path / "chat_template.jinja"
+    return E2LLMProcessor(
+        feature_extractor=E2LLMFeatureExtractor.from_pretrained(path),
+        tokenizer=PreTrainedTokenizerFast.from_pretrained(path),
+        chat_template=template.read_text() if template.exists() else None,
+        num_eeg_tokens=settings.get("num_eeg_tokens", 16),
+    )
+
+
+def load_for_evaluation(path: str | os.PathLike, device: str, dtype: str):
+    """(model, processor or None) from a model folder.
+
+    An E2LLM folder (stage 2, stage 3's `merged/`, or a published folder) gives the model and
+    its processor; a stage-3 adapter folder (`adapter_config.json`) is loaded on top of its base
+    model with PEFT; a stage-1 folder gives the `EEGPTForEmotionClassification` and no processor.
+    """
+    import torch
+
+    from modeling_e2llm import E2LLMConfig, E2LLMForConditionalGeneration, EEGPTForEmotionClassification
+    path = Path(path)
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    if (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        model = E2LLMForConditionalGeneration.from_pretrained(base, dtype=torch_dtype)
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        processor = load_processor(path if (path / "processor_config.json").exists() else base)
+    elif not (path / "config.json").exists():
+        raise ValueError(f"{path} holds no config.json; expected a model folder saved by stage 1, 2 or 3")
+    else:
+        config = json.loads((path / "config.json").read_text())
+        if config.get("model_type") == E2LLMConfig.model_type:
+            model = E2LLMForConditionalGeneration.from_pretrained(path, dtype=torch_dtype)
+            processor = load_processor(path)
+        elif "EEGPTForEmotionClassification" in config.get("architectures", []):
+            model = EEGPTForEmotionClassification.from_pretrained(path, dtype=torch_dtype)
+            processor = None
+        else:
+            raise ValueError(
+                f"{path}/config.json describes {config.get('architectures') or config.get('model_type')}; expected "
+                "an E2LLM model (stage 2 or 3) or an EEGPTForEmotionClassification (stage 1)"
+            )
+    return model.to(device).eval(), processor
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="e2llm evaluate",
+        description="The paper's metrics (Tables 2-4) for an E2LLM or stage-1 model on the prepared test sets.",
+    )
+    parser.add_argument("--model", help="model folder: stage 1, stage 2, stage 3 (adapter or merged/), or published")
+    parser.add_argument("--data", help="prepared data folder (output of `e2llm prepare`) with segments/ and qa/")
+    parser.add_argument("--out", required=True, help="folder for results.json, tables.md, predictions.jsonl, PNG")
+    parser.add_argument("--name", help="the run's name in the tables (default: the model folder's name)")
+    parser.add_argument("--batch-size", type=int, default=8, help="samples per generation batch (default 8)")
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="longest answer per turn (default 512)")
+    parser.add_argument("--limit", type=int, help="at most this many samples per task (quick runs)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="weights' dtype (default: as saved)")  # fmt: skip
+    parser.add_argument("--compare", nargs="+", metavar="RUN",
+                        help="evaluation folders (with results.json) to put side by side in Table 4")  # fmt: skip
+    return parser
+
+
+def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> str:
+    """Write `out/comparison.md` (Table 4) from the `results.json` of several evaluation folders."""
+    loaded = []
+    for run in map(Path, runs):
+        if not (run / "results.json").exists():
+            raise ValueError(f"{run} holds no results.json; expected a folder written by `e2llm evaluate`")
+        results = json.loads((run / "results.json").read_text())
+        loaded.append((results.get("name") or run.name, results))
+    table = format_comparison(loaded)
+    write_atomic(Path(out) / "comparison.md", table)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.compare:
+        print(compare(args.compare, args.out))
+        return 0
+    if not args.model or not args.data:
+        _parser().error("--model and --data are required (or --compare RUN...)")
+    if args.batch_size < 1 or args.max_new_tokens < 1 or (args.limit is not None and args.limit < 1):
+        _parser().error("--batch-size, --max-new-tokens and --limit must be positive")
+
+    import datasets
+    import torch
+
+    from train.data import SegmentStore
+    from train.qa import EMOTIONS
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    data = Path(args.data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    segments = datasets.load_from_disk(str(data / "segments"))["test"]
+    store = SegmentStore(segments)
+    model, processor = load_for_evaluation(args.model, device, args.dtype)
+    name = args.name or Path(args.model).resolve().name
+    predictions_path = out / "predictions.jsonl"
+    settings = {"model": str(args.model), "data": str(args.data), "max_new_tokens": args.max_new_tokens,
+                "limit": args.limit}  # fmt: skip
+    if processor is None:
+        settings["kind"] = "stage-1 classifier"
+        rows = evaluate_classifier(model, store, segments, predictions_path, args.batch_size, args.limit)
+    else:
+        settings["kind"] = "E2LLM"
+        samples = select_samples(datasets.load_from_disk(str(data / "qa")), args.limit)
+        rows = evaluate_generation(
+            model, processor, store, samples, predictions_path, args.batch_size, args.max_new_tokens
+        )
+    results = score_predictions(rows, EMOTIONS)
+    write_report(out, results, name, EMOTIONS, {"settings": settings, "units": "percent"})
+    print(format_tables(results, name, EMOTIONS))
+    print(f"Wrote {out / 'results.json'}, tables.md, predictions.jsonl", file=sys.stderr)
+    return 0
