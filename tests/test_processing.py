@@ -219,13 +219,15 @@ def test_save_and_load_through_auto_processor_in_a_fresh_offline_process(process
     script = textwrap.dedent(
         f"""
         import json, numpy as np
-        from transformers import AutoProcessor
+        from transformers import AutoFeatureExtractor, AutoProcessor
         processor = AutoProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        feature_extractor = AutoFeatureExtractor.from_pretrained({str(folder)!r}, trust_remote_code=True)
         out = processor(text="<eeg><eeg> Hi", eeg=np.load({str(tmp_path / "data.npy")!r}), sampling_rate=500,
                         channel_names={NAMES!r})
         np.save({str(tmp_path / "values.npy")!r}, out["eeg_values"])
         print(json.dumps({{"class": type(processor).__module__ + "." + type(processor).__name__,
                            "notch": processor.feature_extractor.notch_freq,
+                           "feature_extractor": type(feature_extractor).__name__,
                            "input_ids": out["input_ids"], "template": processor.chat_template}}))
         """
     )
@@ -237,6 +239,7 @@ def test_save_and_load_through_auto_processor_in_a_fresh_offline_process(process
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["class"].startswith("transformers_modules.") and loaded["class"].endswith(".E2LLMProcessor")
     assert loaded["notch"] == 60.0
+    assert loaded["feature_extractor"] == "E2LLMFeatureExtractor"
     assert loaded["input_ids"] == expected["input_ids"]
     assert loaded["template"] == processor.chat_template
     np.testing.assert_array_equal(np.load(tmp_path / "values.npy"), expected["eeg_values"])
