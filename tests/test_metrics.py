@@ -103,7 +103,7 @@ def test_ied_rejects_an_unreadable_reference(ied_metric):
 
 def test_choice_accuracy_counts_unreadable_answers_as_wrong(choice_metric):
     result = choice_metric.compute(
-        predictions=["EEG 1", None, "EEG 3", "EEG 2"], references=["EEG 1", "EEG 2", "EEG 1", "EEG 2"]
+        predictions=["EEG 1", "", "EEG 3", "EEG 2"], references=["EEG 1", "EEG 2", "EEG 1", "EEG 2"]
     )
     assert result == {"accuracy": 0.5, "valid_rate": 0.75}
 

@@ -132,7 +132,7 @@ def score_predictions(rows: Iterable[dict], emotions: Sequence[str]) -> dict:
         metric = load_metric("e2llm_choice")
         for task in choice:
             figures = metric.compute(
-                predictions=[row["predicted"] for row in by_task[task]],
+                predictions=[row["predicted"] or "" for row in by_task[task]],
                 references=[row["gold"] for row in by_task[task]],
             )
             results[task] = {
@@ -468,6 +468,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="weights' dtype (default: as saved)")  # fmt: skip
+    parser.add_argument("--dataset-name", help="what --data holds, for the tables and the card (default: read from "
+                        "its prepare.json)")
     parser.add_argument("--compare", nargs="+", metavar="RUN",
                         help="evaluation folders (with results.json) to put side by side in Table 4")  # fmt: skip
     return parser
@@ -484,6 +486,34 @@ def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> str:
     table = format_comparison(loaded)
     write_atomic(Path(out) / "comparison.md", table)
     return table
+
+
+def dataset_name(data: str | os.PathLike) -> str:
+    """What a prepared folder was made from, for tables and cards: SEED-VII, synthetic data or own recordings."""
+    from train.synthesize import README as SYNTHETIC_README
+
+    manifest = Path(data) / "prepare.json"
+    settings = json.loads(manifest.read_text()) if manifest.exists() else {}
+    root = Path(settings.get("root", ""))
+    marker = SYNTHETIC_README.splitlines()[0]
+    if settings.get("root") and (root / "README.txt").exists() and (root / "README.txt").read_text().startswith(marker):
+        return "synthetic SEED-VII-layout data (e2llm synthesize)"
+    return {"seed-vii": "SEED-VII", "recordings": "own recordings"}.get(settings.get("dataset"), "unknown data")
+
+
+def check_resumable(out: Path, settings: dict) -> None:
+    """Refuse to append to predictions made with another model, data or answer length."""
+    path = out / "run.json"
+    keys = ("model", "data", "max_new_tokens", "kind")
+    if path.exists() and (out / "predictions.jsonl").exists():
+        before = json.loads(path.read_text())
+        changed = [key for key in keys if before.get(key) != settings.get(key)]
+        if changed:
+            raise ValueError(
+                f"{out} holds predictions made with other {', '.join(changed)} ({path}); choose another --out "
+                "or delete its predictions.jsonl"
+            )
+    write_atomic(path, json.dumps(settings, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -503,27 +533,32 @@ def main(argv: list[str] | None = None) -> int:
     from train.qa import EMOTIONS
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    data = Path(args.data)
-    out = Path(args.out)
+    data, out = Path(args.data), Path(args.out)
+    for part in ("segments", "qa"):
+        if not (data / part).is_dir():
+            raise ValueError(f"{data} has no {part}/; expected a folder written by `e2llm prepare`")
     out.mkdir(parents=True, exist_ok=True)
     segments = datasets.load_from_disk(str(data / "segments"))["test"]
     store = SegmentStore(segments)
     model, processor = load_for_evaluation(args.model, device, args.dtype)
     name = args.name or Path(args.model).resolve().name
     predictions_path = out / "predictions.jsonl"
-    settings = {"model": str(args.model), "data": str(args.data), "max_new_tokens": args.max_new_tokens,
-                "limit": args.limit}  # fmt: skip
+    settings = {
+        "model": str(Path(args.model).resolve()), "data": str(data.resolve()),
+        "kind": "E2LLM" if processor is not None else "stage-1 classifier",
+        "max_new_tokens": args.max_new_tokens, "limit": args.limit, "batch_size": args.batch_size,
+    }  # fmt: skip
+    check_resumable(out, settings)
     if processor is None:
-        settings["kind"] = "stage-1 classifier"
         rows = evaluate_classifier(model, store, segments, predictions_path, args.batch_size, args.limit)
     else:
-        settings["kind"] = "E2LLM"
         samples = select_samples(datasets.load_from_disk(str(data / "qa")), args.limit)
         rows = evaluate_generation(
             model, processor, store, samples, predictions_path, args.batch_size, args.max_new_tokens
         )
     results = score_predictions(rows, EMOTIONS)
-    write_report(out, results, name, EMOTIONS, {"settings": settings, "units": "percent"})
+    extra = {"dataset": args.dataset_name or dataset_name(data), "units": "percent", "settings": settings}
+    write_report(out, results, name, EMOTIONS, extra)
     print(format_tables(results, name, EMOTIONS))
-    print(f"Wrote {out / 'results.json'}, tables.md, predictions.jsonl", file=sys.stderr)
+    print(f"Wrote results.json, tables.md and predictions.jsonl to {out}", file=sys.stderr)
     return 0

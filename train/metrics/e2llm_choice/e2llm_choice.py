@@ -14,19 +14,19 @@ _DESCRIPTION = """\
 Accuracy for the multi-EEG tasks of "E²-LLM: Bridging Neural Signals and Interpretable
 Affective Analysis" (Table 3): EPC (pairwise comparison), ESS (superlative selection), EIM
 (instance matching) and ESR (scenario reasoning). Answers are compared as canonical strings,
-as `train.qa.parse_answer` returns them. An unreadable answer (None or "") counts as wrong and
-lowers `valid_rate`.
+as `train.qa.parse_answer` returns them. An unreadable answer ("") counts as wrong and lowers
+`valid_rate`.
 """
 
 _KWARGS_DESCRIPTION = """
 Args:
-    predictions (list of str or None): the parsed answer per sample, None or "" when unreadable.
+    predictions (list of str): the parsed answer per sample, "" when unreadable.
     references (list of str): the gold answer per sample.
 Returns:
     accuracy, valid_rate: floats in [0, 1].
 Examples:
     >>> metric = evaluate.load("train/metrics/e2llm_choice")
-    >>> metric.compute(predictions=["EEG 1", None], references=["EEG 1", "EEG 2"])
+    >>> metric.compute(predictions=["EEG 1", ""], references=["EEG 1", "EEG 2"])
     {'accuracy': 0.5, 'valid_rate': 0.5}
 """
 
