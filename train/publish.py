@@ -81,6 +81,9 @@ def eval_results(results: dict, dataset_name: str) -> list[EvalResult]:
                 task_name=TASK_NAMES[task],
                 dataset_type=dataset_type,
                 dataset_name=dataset_name,
+                # The task as the dataset's configuration keeps EPC, ESS and EIM (one split) apart
+                # in the model-index, which groups results by task type, dataset, config and split.
+                dataset_config=task,
                 dataset_split=TASK_SPLITS[task],
                 metric_type=metric_type,
                 metric_name=metric_name,
