@@ -66,7 +66,13 @@ def card_template_path() -> Path:
         return source
     from importlib.resources import files
 
-    return Path(str(files("model_cards").joinpath(CARD_TEMPLATE)))
+    try:
+        return Path(str(files("model_cards").joinpath(CARD_TEMPLATE)))
+    except ModuleNotFoundError as error:
+        raise RuntimeError(
+            f"the model card template {CARD_TEMPLATE} is neither in the source tree ({source.parent}) nor installed "
+            "as the `model_cards` package data of e2llm"
+        ) from error
 
 
 def eval_results(results: dict, dataset_name: str) -> list[EvalResult]:
@@ -133,13 +139,6 @@ def render_card(config, *, model_name: str, repo_id: str, base_model: str | None
         adapter_only=adapter_only,
         adapter_base=adapter_base,
     )
-
-
-def _resolve_model_dir(model: Path) -> Path:
-    """A stage-3 folder's `merged/` when there is one, else the folder itself."""
-    if not model.is_dir():
-        raise ValueError(f"--model {model} is not a folder; expected a model folder saved by stage 2 or 3")
-    return model / "merged" if (model / "merged" / "config.json").exists() else model
 
 
 def _copy_remote_code(folder: Path, *, modeling: bool) -> None:
@@ -285,7 +284,7 @@ def publish(model: str | os.PathLike, out: str | os.PathLike, *, results: str | 
             dataset_name: str | None = None, adapter_only: bool = False, adapter_base: str | None = None,
             overwrite: bool = False, verify: bool = True) -> Path:  # fmt: skip
     """Write the complete Hub folder `out` (see the module docstring); returns its path."""
-    model_dir = Path(model) if adapter_only else _resolve_model_dir(Path(model))
+    model_dir = Path(model)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"--out {out} exists and is not empty; choose a new folder or pass --overwrite")
