@@ -42,7 +42,7 @@ SEGMENT_SECONDS = 10
 SEGMENT_SAMPLES = SEGMENT_SECONDS * TARGET_SAMPLING_RATE
 L_FREQ, H_FREQ, NOTCH_FREQ = 0.1, 70.0, 50.0
 
-MNE_EXTENSIONS = (".edf", ".bdf", ".fif", ".vhdr", ".set", ".cnt", ".gdf", ".mff", ".edf+")
+MNE_EXTENSIONS = (".edf", ".bdf", ".fif", ".vhdr", ".set", ".cnt", ".gdf")
 
 
 @dataclass(frozen=True)
@@ -97,16 +97,18 @@ def preprocess_clip(
 def filter_pad_seconds() -> float:
     """Seconds of context each side of a clip that make per-clip filtering exact.
 
-    Half the length of the longest FIR filter MNE designs for the band-pass and the notch at
-    256 Hz (33 s for the 0.1 Hz high-pass), rounded up to whole seconds.
+    The preprocessing applies MNE's default band-pass FIR convolved with its notch FIR at
+    256 Hz; half that combined kernel (about 20 s, set by the 0.1 Hz high-pass) plus a second
+    of margin for the resampler.
     """
     import mne
 
-    band = mne.filter.create_filter(None, TARGET_SAMPLING_RATE, L_FREQ, H_FREQ, verbose="error")
-    notch_length = mne.filter.create_filter(
-        None, TARGET_SAMPLING_RATE, NOTCH_FREQ + 1, NOTCH_FREQ - 1, verbose="error"
+    band = mne.filter.create_filter(None, TARGET_SAMPLING_RATE, L_FREQ, H_FREQ, verbose="error").shape[-1]
+    notch = mne.filter.create_filter(
+        None, TARGET_SAMPLING_RATE, NOTCH_FREQ + 0.625, NOTCH_FREQ - 0.625, l_trans_bandwidth=0.5,
+        h_trans_bandwidth=0.5, verbose="error",
     ).shape[-1]
-    return float(math.ceil(max(band.shape[-1], notch_length) / 2 / TARGET_SAMPLING_RATE) + 1)
+    return float(math.ceil((band + notch) / 2 / TARGET_SAMPLING_RATE) + 1)
 
 
 def raw_clip_eeg(raw, clip: Clip, source: str, pad_seconds: float | None = None) -> np.ndarray:
@@ -264,7 +266,7 @@ def open_recording(path: str | Path):
             return mne.io.read_raw_cnt(path, preload=False, verbose="error")
         return mne.io.read_raw(path, preload=False, verbose="error")
     except Exception as error:
-        raise ValueError(f"{path} could not be read by MNE: {error}") from error
+        raise ValueError(f"{path} could not be read by MNE ({type(error).__name__}, see above)") from error
 
 
 def find_recording_files(root: str | Path) -> list[RecordingFile]:

@@ -202,6 +202,16 @@ def read_continuous_labels(root: str | Path, subject: int) -> dict[int, np.ndarr
     return {int(key): np.asarray(value, dtype=np.float64).ravel() for key, value in content.items() if key.isdigit()}
 
 
+def _ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] -> "1-3, 7"."""
+    parts, start = [], numbers[0]
+    for previous, current in zip(numbers, numbers[1:] + [None]):
+        if current != previous + 1:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+            start = current
+    return ", ".join(parts)
+
+
 def read_preprocessed_clips(path: str | Path) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(video, data)`` for videos 1..80 of one ``EEG_preprocessed`` file, one at a time.
 
@@ -216,9 +226,11 @@ def read_preprocessed_clips(path: str | Path) -> Iterator[tuple[int, np.ndarray]
         listed = {name: shape for name, shape, _ in whosmat(path)}
     except Exception as error:
         raise ValueError(f"{path} is unreadable or truncated: {error}") from error
-    missing = [str(v) for v in range(1, NUM_VIDEOS + 1) if str(v) not in listed]
+    missing = [v for v in range(1, NUM_VIDEOS + 1) if str(v) not in listed]
     if missing:
-        raise ValueError(f"{path} lacks videos {', '.join(missing)}; expected keys '1'..'80'")
+        raise ValueError(
+            f"{path} is truncated or incomplete: videos {_ranges(missing)} are missing; expected keys '1'..'80'"
+        )
     for video in range(1, NUM_VIDEOS + 1):
         data = _load_mat(path, [str(video)]).get(str(video))
         if data is None:
@@ -247,7 +259,8 @@ def read_raw_recording(path: str | Path, data_format: str = "auto"):
         return mne.io.read_raw_fif(path, preload=False, verbose="error")
     except Exception as error:
         raise ValueError(
-            f"{path} could not be read ({error}); if it is a .cnt file, try data_format 'int16' or 'int32'"
+            f"{path} could not be read by MNE ({type(error).__name__}, see above); it may be truncated, or, "
+            "for a .cnt file, the sample format may need data_format 'int16' or 'int32'"
         ) from error
 
 

@@ -1,0 +1,265 @@
+"""`e2llm prepare`: preprocessing, segments, splits, resume, raw and own-recording paths."""
+
+from __future__ import annotations
+
+import shutil
+
+import mne
+import numpy as np
+import pytest
+from datasets import load_from_disk
+
+from processing_e2llm import EEGPT_58_CHANNELS, preprocess_continuous
+from train import prepare as prepare_module
+from train.prepare import PAPER_TEST_FRACTION, list_jobs, main, split_indices, write_shard
+from train.qa import EMOTIONS
+from train.recordings import Clip, cut_segments, filter_pad_seconds, raw_clip_eeg
+from train.seed_vii import SEED_VII_CHANNELS, clip_emotion
+from train.synthesize import synthesize, synthesize_subject_raw
+
+QA_SIZES = ["--qa-train", "28", "--qa-stage3", "7", "--qa-test-multi", "6", "--qa-test-esr", "3"]
+
+
+@pytest.fixture(scope="module")
+def seed_root(tmp_path_factory):
+    """Two synthetic subjects with 10 s clips: one segment per clip, 160 in all."""
+    return synthesize(tmp_path_factory.mktemp("seed"), subjects=2, clip_seconds=10)
+
+
+@pytest.fixture(scope="module")
+def prepared(seed_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared") / "out"
+    assert main(["--root", str(seed_root), "--out", str(out), "--num-workers", "2", *QA_SIZES]) == 0
+    return out
+
+
+def _sine_raw(freqs_amplitudes, seconds=120.0, sfreq=1000.0):
+    """62 SEED-VII channels of low noise (volts); FP1 also carries the given sines."""
+    times = np.arange(int(seconds * sfreq)) / sfreq
+    data = np.random.default_rng(0).normal(0, 1e-7, (62, len(times)))
+    for freq, amplitude in freqs_amplitudes:
+        data[0] += amplitude * np.sin(2 * np.pi * freq * times)
+    return mne.io.RawArray(data, mne.create_info(SEED_VII_CHANNELS, sfreq, "eeg"), verbose="error")
+
+
+def _amplitude(signal, freq, sfreq=256.0):
+    """Least-squares amplitude of one frequency in a signal."""
+    times = np.arange(signal.shape[-1]) / sfreq
+    basis = np.stack([np.sin(2 * np.pi * freq * times), np.cos(2 * np.pi * freq * times), np.ones_like(times)], 1)
+    coefficients = np.linalg.lstsq(basis, signal, rcond=None)[0]
+    return float(np.hypot(*coefficients[:2]))
+
+
+@pytest.fixture(scope="module")
+def filtered_sines():
+    components = [(0.05, 100e-6), (10.0, 100e-6), (50.0, 100e-6), (90.0, 100e-6)]
+    raw = _sine_raw(components)
+    eeg = raw_clip_eeg(raw, Clip(30.0, 90.0, "happy", 1), "sines")
+    return eeg[EEGPT_58_CHANNELS.index("FP1")] - eeg.mean(axis=0) * 0
+
+
+def test_band_pass_keeps_10_hz_in_mv(filtered_sines):
+    # 100 µV on one channel of 58: the average reference leaves 57/58 of it.
+    assert _amplitude(filtered_sines, 10.0) == pytest.approx(0.1 * 57 / 58, rel=0.02)
+
+
+def test_high_pass_attenuates_0_05_hz(filtered_sines):
+    # MNE's 0.1 Hz high-pass has its -6 dB point at 0.05 Hz.
+    assert _amplitude(filtered_sines, 0.05) < 0.55 * 0.1
+
+
+def test_low_pass_removes_90_hz(filtered_sines):
+    assert _amplitude(filtered_sines, 90.0) < 0.01 * 0.1
+
+
+def test_notch_removes_50_hz(filtered_sines):
+    assert _amplitude(filtered_sines, 50.0) < 0.02 * 0.1
+
+
+def test_a_clip_read_with_filter_context_equals_the_whole_recording_preprocessed():
+    raw = _sine_raw([(0.3, 50e-6), (7.0, 20e-6)], seconds=150.0)
+    whole, _ = preprocess_continuous(raw.get_data(), 1000.0, raw.ch_names, units="V", channels=EEGPT_58_CHANNELS)
+    clip = raw_clip_eeg(raw, Clip(50.0, 80.0, "sad", 1), "whole")
+    assert filter_pad_seconds() >= 17
+    np.testing.assert_allclose(clip, whole[:, 50 * 256 : 80 * 256], atol=1e-4 * np.abs(whole).max())
+
+
+def test_segments_are_average_referenced_58_channels_in_mv(prepared):
+    segments = load_from_disk(str(prepared / "segments"))["train"].with_format("numpy")
+    eeg = segments[0]["eeg"]
+    assert eeg.shape == (58, 2560) and eeg.dtype == np.float32
+    assert np.abs(eeg.mean(axis=0)).max() < 1e-6
+    assert 0.003 < np.median(eeg.std(axis=1)) < 0.1
+
+
+def test_segment_count_follows_clip_duration():
+    eeg = np.zeros((58, 256 * 35))
+    assert [index for index, _, _ in cut_segments(eeg)] == [0, 1, 2]
+    assert list(cut_segments(np.zeros((58, 2559)))) == []
+
+
+def test_segment_intensity_is_the_mean_of_its_stretch_of_the_trace():
+    values = [value for _, _, value in cut_segments(np.zeros((58, 2560 * 2)), np.array([0.0, 0.2, 0.6, 1.0]))]
+    assert values == pytest.approx([0.1, 0.8])
+
+
+def test_prepare_writes_one_row_per_segment_with_labels_from_the_clip_table(prepared):
+    segments = load_from_disk(str(prepared / "segments"))
+    assert len(segments["train"]) + len(segments["test"]) == 160
+    rows = segments["train"].select_columns(["id", "subject", "session", "video", "segment", "emotion", "label"])
+    for row in rows:
+        assert row["emotion"] == clip_emotion(row["video"]) == EMOTIONS[row["label"]]
+        assert row["session"] == (row["video"] - 1) // 20 + 1
+        assert row["id"] == f"s{row['subject']:02d}_v{row['video']:02d}_{row['segment']:03d}"
+
+
+def test_intensity_comes_from_continuous_labels(prepared):
+    intensity = load_from_disk(str(prepared / "segments"))["train"]["intensity"]
+    assert all(value is not None and 0 <= value <= 1 for value in intensity)
+
+
+def test_paper_split_is_stratified_by_emotion(prepared):
+    segments = load_from_disk(str(prepared / "segments"))
+    test = segments["test"]["emotion"]
+    assert len(test) == sum(round(PAPER_TEST_FRACTION * n) for n in (24, 24, 16, 24, 24, 24, 24))
+    assert set(segments["train"]["id"]).isdisjoint(segments["test"]["id"])
+
+
+def test_qa_sets_are_written_beside_the_segments(prepared):
+    qa = load_from_disk(str(prepared / "qa"))
+    segments = load_from_disk(str(prepared / "segments"))
+    assert {name: len(qa[name]) for name in qa} == {
+        "train": 28, "stage3": 7, "test_ied": len(segments["test"]), "test_multi": 6, "test_esr": 3,
+    }  # fmt: skip
+    assert set(qa["train"].column_names) == {"id", "task", "messages", "segment_ids", "answer"}
+    test_ids = set(segments["test"]["id"])
+    assert all(set(ids) <= test_ids for ids in qa["test_multi"]["segment_ids"])
+
+
+def test_cross_subject_split_keeps_each_subject_on_one_side():
+    subjects = np.repeat([1, 2, 3, 4, 5], 70)
+    emotions = np.tile(EMOTIONS, 50)
+    train, test = split_indices(subjects, np.zeros(350), emotions, "cross-subject", 0.2, seed=0)
+    assert set(subjects[train]).isdisjoint(subjects[test]) and len(set(subjects[test])) == 1
+    assert len(train) + len(test) == 350
+
+
+def test_cross_clip_split_keeps_each_video_on_one_side_for_every_subject():
+    videos = np.tile(np.arange(1, 81), 3)
+    emotions = np.array([clip_emotion(int(v)) for v in videos])
+    train, test = split_indices(np.repeat([1, 2, 3], 80), videos, emotions, "cross-clip", 0.1, seed=0)
+    assert set(videos[train]).isdisjoint(videos[test])
+    assert set(emotions[test]) == set(EMOTIONS)
+    assert len(test) == 3 * len(set(videos[test]))
+
+
+def test_splits_depend_only_on_the_seed():
+    emotions = np.tile(EMOTIONS, 20)
+    first = split_indices(np.ones(140), np.arange(140), emotions, "paper", 0.25, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(first, split_indices(np.ones(140), np.arange(140), emotions, "paper", 0.25, seed=1)))
+    assert not np.array_equal(first[1], split_indices(np.ones(140), np.arange(140), emotions, "paper", 0.25, seed=2)[1])
+
+
+@pytest.mark.parametrize(("split", "fraction", "message"), [("by-day", 0.1, "split must be"), ("paper", 1.5, "between 0 and 1")])
+def test_bad_split_settings_are_refused(split, fraction, message):
+    with pytest.raises(ValueError, match=message):
+        split_indices([1], [1], ["happy"], split, fraction)
+
+
+def test_cross_subject_needs_two_subjects():
+    with pytest.raises(ValueError, match="at least 2 subjects"):
+        split_indices([1, 1], [1, 2], ["happy", "sad"], "cross-subject")
+
+
+def test_resume_after_an_interrupted_run_gives_an_identical_dataset(seed_root, prepared, tmp_path):
+    out = tmp_path / "resumed"
+    jobs = list_jobs("seed-vii", str(seed_root))
+    shards = out / "shards"
+    # A crash: the first subject's shard finished, the second left a partial temporary folder.
+    write_shard(jobs[0], str(shards))
+    (shards / f".tmp-{jobs[1].key}-999").mkdir()
+    (shards / f".tmp-{jobs[1].key}-999" / "data.arrow").write_bytes(b"partial")
+    finished = (shards / jobs[0].key / "data.arrow").stat().st_mtime_ns
+    assert main(["--root", str(seed_root), "--out", str(out), "--num-workers", "1", "--keep-shards", *QA_SIZES]) == 0
+    assert (shards / jobs[0].key / "data.arrow").stat().st_mtime_ns == finished
+    assert not list(shards.glob(".tmp-*"))
+    for name in ("segments", "qa"):
+        fresh, resumed = load_from_disk(str(prepared / name)), load_from_disk(str(out / name))
+        for split in fresh:
+            assert fresh[split].to_dict() == resumed[split].to_dict(), (name, split)
+
+
+def test_a_finished_folder_is_not_prepared_again_and_other_settings_are_refused(seed_root, prepared, capsys):
+    assert main(["--root", str(seed_root), "--out", str(prepared), *QA_SIZES]) == 0
+    assert "already prepared" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="prepared with other settings"):
+        main(["--root", str(seed_root), "--out", str(prepared), "--split", "cross-clip", *QA_SIZES])
+
+
+def test_raw_sessions_go_through_filters_and_annotations(tmp_path):
+    synthesize_subject_raw(tmp_path, subject=1, session=2, clip_seconds=10)
+    out = tmp_path / "out"
+    args = ["--root", str(tmp_path), "--out", str(out), "--source", "raw", "--split", "cross-clip", *QA_SIZES]
+    assert main(args) == 0
+    segments = load_from_disk(str(out / "segments"))
+    videos = sorted([*segments["train"]["video"], *segments["test"]["video"]])
+    assert videos == list(range(21, 41))
+    eeg = segments["train"].with_format("numpy")[0]["eeg"]
+    assert np.abs(eeg.mean(axis=1)).max() < 0.005  # the 40 µV drift is gone
+
+
+def _own_recording(path, descriptions, durations, sfreq=250.0, channels=SEED_VII_CHANNELS):
+    rng = np.random.default_rng(3)
+    data = rng.normal(0, 20e-6, (len(channels), int(100 * sfreq)))
+    raw = mne.io.RawArray(data, mne.create_info(list(channels), sfreq, "eeg"), verbose="error")
+    onsets = [5.0 + 30.0 * i for i in range(len(descriptions))]
+    raw.set_annotations(mne.Annotations(onsets, durations, descriptions))
+    raw.save(path, overwrite=True, verbose="error")
+
+
+def test_own_recordings_map_annotations_to_emotions(tmp_path):
+    root = tmp_path / "bids"
+    for subject in (1, 2):
+        folder = root / f"sub-0{subject}" / "eeg"
+        folder.mkdir(parents=True)
+        _own_recording(folder / f"sub-0{subject}_task-film_eeg.fif", ["T1", "T2", "T3", "boundary"], [22.0, 21.0, 20.0, 0])
+    out = tmp_path / "out"
+    argv = ["--dataset", "recordings", "--root", str(root), "--out", str(out), "--label-map", "T1=happy,T2=sad,T3=fear",
+            "--split", "cross-subject", "--num-workers", "1", *QA_SIZES]  # fmt: skip
+    assert main(argv) == 0
+    segments = load_from_disk(str(out / "segments"))
+    assert set(segments["train"]["subject"]).isdisjoint(segments["test"]["subject"])
+    rows = segments["train"].select_columns(["emotion", "video", "segment"]).to_list()
+    assert sorted((r["emotion"], r["video"], r["segment"]) for r in rows) == [
+        ("fear", 3, 0), ("fear", 3, 1), ("happy", 1, 0), ("happy", 1, 1), ("sad", 2, 0), ("sad", 2, 1)
+    ]
+
+
+def test_own_recordings_take_clips_from_an_events_table(tmp_path):
+    _own_recording(tmp_path / "p7.fif", [], [])
+    (tmp_path / "p7_events.tsv").write_text("onset\tduration\ttrial_type\tvideo\n5\t25\tanger\t4\n40\t12\tneutral\t9\n")
+    (job,) = list_jobs("recordings", str(tmp_path))
+    rows = list(prepare_module.segment_rows(job))
+    assert [(r["emotion"], r["video"], r["segment"], r["subject"]) for r in rows] == [
+        ("anger", 4, 0, 7), ("anger", 4, 1, 7), ("neutral", 9, 0, 7)
+    ]
+
+
+def test_own_recordings_without_the_58_electrodes_are_refused_naming_them(tmp_path):
+    channels = [c for c in SEED_VII_CHANNELS if c not in ("OZ", "FPZ")]
+    _own_recording(tmp_path / "r1.fif", ["happy"], [20.0], channels=channels)
+    (job,) = list_jobs("recordings", str(tmp_path))
+    with pytest.raises(ValueError, match=r"r1\.fif lacks EEG channels \['FPZ', 'OZ'\]"):
+        list(prepare_module.segment_rows(job))
+
+
+def test_own_recordings_with_unmapped_labels_say_which_labels_exist(tmp_path):
+    _own_recording(tmp_path / "r1.fif", ["S 1", "S 2"], [20.0, 20.0])
+    (job,) = list_jobs("recordings", str(tmp_path))
+    with pytest.raises(ValueError, match=r"labels found: \['S 1', 'S 2'\]"):
+        list(prepare_module.segment_rows(job))
+
+
+def test_bad_label_map_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="names 'joyful'"):
+        main(["--dataset", "recordings", "--root", str(tmp_path), "--out", str(tmp_path / "o"), "--label-map", "1=joyful"])
