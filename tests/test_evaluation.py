@@ -320,3 +320,15 @@ def test_evaluate_scores_a_stage_1_classifier_on_the_test_segments(prepared, tmp
 def test_evaluate_names_a_folder_that_is_not_prepared(model_folder, tmp_path):
     with pytest.raises(ValueError, match="has no segments/; expected a folder written by `e2llm prepare`"):
         evaluation.main(["--model", str(model_folder), "--data", str(tmp_path), "--out", str(tmp_path / "e")])
+
+
+def test_dataset_name_tells_synthetic_data_from_seed_vii(tmp_path):
+    from train.synthesize import README
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "README.txt").write_text(README)
+    (tmp_path / "prepare.json").write_text(json.dumps({"dataset": "seed-vii", "root": str(root)}))
+    assert evaluation.dataset_name(tmp_path) == "synthetic SEED-VII-layout data (e2llm synthesize)"
+    (root / "README.txt").unlink()
+    assert evaluation.dataset_name(tmp_path) == "SEED-VII"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def card_template_path() -> Path:
 
 def eval_results(results: dict, dataset_name: str) -> list[EvalResult]:
     """`model-index` entries (percent, two decimals) from an `e2llm evaluate` results.json."""
-    dataset_type = dataset_name.lower().replace(" ", "-")
+    dataset_type = re.sub(r"[^a-z0-9]+", "-", dataset_name.lower()).strip("-")
     entries = []
 
     def add(task: str, metric_type: str, metric_name: str, value: float) -> None:
@@ -213,6 +214,7 @@ if base:
 else:
     model = AutoModel.from_pretrained(folder, trust_remote_code=True)
 model.eval()
+loaded = model.get_base_model() if base else model
 channels = list(sys.modules[type(processor).__module__].EEGPT_58_CHANNELS)
 eeg = np.random.default_rng(0).normal(0.0, 20.0, size=(len(channels), 8 * 256))  # 8 s in uV at 256 Hz
 messages = [{"role": "user", "content": [{"type": "eeg"}, {"type": "eeg"},
@@ -222,7 +224,7 @@ inputs = processor(text=text, eeg=eeg, sampling_rate=256, channel_names=channels
 with torch.inference_mode():
     output = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
 print(json.dumps({
-    "model_class": type(model.get_base_model() if base else model).__module__ + "." + type(model).__name__,
+    "model_class": type(loaded).__module__ + "." + type(loaded).__name__,
     "processor_class": type(processor).__module__ + "." + type(processor).__name__,
     "eeg_windows": int(inputs["eeg_values"].shape[0]),
     "new_tokens": int(output.shape[1] - inputs["input_ids"].shape[1]),
