@@ -106,7 +106,7 @@ def test_publish_writes_the_complete_hub_folder(published):
     assert _files(out) == MERGED_FILES
 
 
-def test_publish_without_a_token_fails_clearly_and_keeps_the_folder(published, capsys):
+def test_publish_without_a_token_fails_clearly_and_keeps_the_folder(published):
     code, out = published
     assert code == 1
     assert (out / "model.safetensors").stat().st_size > 0

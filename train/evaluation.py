@@ -20,7 +20,10 @@ of the test segments, with the IED metrics.
   It is written batch by batch, and a run started again with the same `--out` resumes after the
   last complete batch.
 - `results.json`: every figure in percent (kappa x 100, as the paper prints it), per task, with
-  `n`, `valid_rate` and `random_baseline`.
+  `n`, `valid_rate` and `random_baseline`; `dataset` (SEED-VII, synthetic data or own
+  recordings, from the prepared folder's `prepare.json`) and the run's `settings`.
+- `run.json`: the settings; a run with another model, data or `--max-new-tokens` refuses to
+  append to the same `predictions.jsonl`.
 - `tables.md`: Table 2 (IED) and Table 3 (EPC, ESS, EIM, ESR, average) in the paper's layout.
 - `confusion_matrix.png`: IED, rows the true emotion, columns the answer (and "unreadable").
 `--compare DIR...` reads the `results.json` of several runs and writes `comparison.md` in the
