@@ -211,6 +211,8 @@ class EEGPTAttention(nn.Module):
 
 
 class EEGPTMLP(nn.Module):
+    """fc1 -> GELU (exact, erf) -> fc2, widening by `mlp_ratio`."""
+
     def __init__(self, config: EEGPTConfig):
         super().__init__()
         hidden = int(config.embed_dim * config.mlp_ratio)
