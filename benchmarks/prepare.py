@@ -1,0 +1,157 @@
+"""Throughput and peak memory of `e2llm prepare` on raw 62-channel 1000 Hz EEG.
+
+    python benchmarks/prepare.py --subjects 1 --sessions 2 --clip-seconds 60 --num-workers 2
+
+Writes synthetic raw SEED-VII sessions (FIF, 1000 Hz, 62 EEG + 5 other channels), then, each
+in a fresh process so peak memory is its own:
+
+- baseline: a straightforward per-clip MNE script: crop each clip, load it, `filter(0.1, 70)`,
+  `notch_filter(50)`, `resample(256)`, pick the 58 electrodes, average reference, cut 10 s
+  segments, save them with `datasets`;
+- prepare, 1 worker and `--num-workers` workers: `train.prepare.prepare(..., source="raw")`,
+  segments and a small QA set.
+
+It prints seconds of clip EEG prepared per wall second, peak resident memory of the process
+tree (workers included), the ratio to the baseline, and the projection for all of SEED-VII
+(75.6 hours of clips: 27,205 segments of 10 s, about 170 s per clip; pass --clip-seconds 170
+for that clip length, as each clip is read with ~21 s of filter context on either side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+SEED_VII_CLIP_SECONDS = 27_205 * 10
+
+
+def _measured(function, *args) -> tuple[float, float]:
+    """Run ``function(*args)``; return (wall seconds, peak MiB of this process plus its children).
+
+    Memory is sampled every 20 ms over the process tree, so parallel workers count together.
+    """
+    import psutil
+
+    process, peak, done = psutil.Process(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            total = 0
+            for member in [process, *process.children(recursive=True)]:
+                try:
+                    total += member.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            peak[0] = max(peak[0], total)
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    function(*args)
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    return seconds, peak[0] / 2**20
+
+
+def baseline(root: str, out: str) -> None:
+    import mne
+    import numpy as np
+    from datasets import Dataset
+
+    from processing_e2llm import EEGPT_58_CHANNELS
+    from train.prepare import segment_features
+    from train.qa import EMOTIONS
+    from train.seed_vii import clip_bounds_from_annotations, clip_emotion, video_number
+
+    def rows():
+        for path in sorted(Path(root, "EEG_raw").glob("*.fif")):
+            subject, _, session = (int(p) for p in path.stem.split("_"))
+            raw = mne.io.read_raw_fif(path, preload=False, verbose="error")
+            for index, (begin, end) in enumerate(clip_bounds_from_annotations(raw, str(path))):
+                clip = raw.copy().crop(begin, end, include_tmax=False).load_data(verbose="error")
+                clip.pick(list(EEGPT_58_CHANNELS))
+                clip.filter(0.1, 70.0, verbose="error")
+                clip.notch_filter(50.0, verbose="error")
+                clip.resample(256, verbose="error")
+                clip.set_eeg_reference("average", verbose="error")
+                data = clip.get_data(units="mV").astype(np.float32)
+                video = video_number(session, index)
+                for segment in range(data.shape[1] // 2560):
+                    yield {
+                        "id": f"s{subject:02d}_v{video:02d}_{segment:03d}",
+                        "eeg": data[:, segment * 2560 : (segment + 1) * 2560],
+                        "subject": subject, "session": session, "video": video, "segment": segment,
+                        "emotion": clip_emotion(video), "label": EMOTIONS.index(clip_emotion(video)), "intensity": None,
+                    }  # fmt: skip
+
+    Dataset.from_generator(rows, features=segment_features(), cache_dir=out).save_to_disk(str(Path(out) / "segments"))
+
+
+def prepare_raw(root: str, out: str, num_workers: int) -> None:
+    from train.prepare import prepare
+
+    sizes = {"train": 200, "stage3": 50, "test_multi": 30, "test_esr": 10}
+    prepare("seed-vii", root, out, source="raw", num_workers=num_workers, sizes=sizes)
+
+
+def _isolated(function, *args):
+    """Run in a fresh small process, so neither memory nor imports carry over between runs."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--subjects", type=int, default=1)
+    parser.add_argument("--sessions", type=int, default=2, help="raw sessions per subject (1-4)")
+    parser.add_argument("--clip-seconds", type=int, default=60)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--workdir", default=None, help="folder for the synthetic data (default: a temporary one)")
+    args = parser.parse_args()
+
+    from train.synthesize import synthesize
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="e2llm-bench-"))
+    root = workdir / "seed"
+    if not (root / "EEG_raw").is_dir():
+        sessions = tuple(range(1, args.sessions + 1))
+        _isolated(synthesize, root, args.subjects, args.clip_seconds, raw=True, raw_sessions=sessions)
+        shutil.rmtree(root / "EEG_preprocessed")
+    clip_seconds = args.subjects * args.sessions * 20 * args.clip_seconds
+    print(f"{args.subjects} subject(s) x {args.sessions} session(s) x 20 clips x {args.clip_seconds} s = "
+          f"{clip_seconds} s of 62-channel 1000 Hz EEG in clips")
+
+    results = {}
+    for name, function, extra in (
+        ("baseline: per-clip MNE script", baseline, ()),
+        ("prepare, 1 worker", prepare_raw, (1,)),
+        (f"prepare, {args.num_workers} workers", prepare_raw, (args.num_workers,)),
+    ):
+        out = workdir / f"out-{len(results)}"
+        shutil.rmtree(out, ignore_errors=True)
+        seconds, peak = _isolated(_measured, function, str(root), str(out), *extra)
+        results[name] = seconds
+        shutil.rmtree(out, ignore_errors=True)
+        ratio = results["baseline: per-clip MNE script"] / seconds
+        print(f"{name:32s} {seconds:7.1f} s wall  {clip_seconds / seconds:6.1f} EEG-s/s  x{ratio:5.2f} vs baseline  "
+              f"peak memory {peak:6.0f} MiB (process and workers)")
+    best = min(results.values())
+    rate = clip_seconds / best
+    print(f"projection for all of SEED-VII ({SEED_VII_CLIP_SECONDS / 3600:.1f} h of clips): "
+          f"{SEED_VII_CLIP_SECONDS / rate / 60:.1f} min at {rate:.0f} EEG-s/s")
+    if not args.workdir:
+        shutil.rmtree(workdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
