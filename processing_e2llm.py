@@ -593,6 +593,17 @@ class E2LLMProcessor(ProcessorMixin):
         features = self.feature_extractor(eeg, sampling_rate=sampling_rate, channel_names=channel_names, **eeg_kwargs)
         return dict(features)
 
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        # The feature extractor is this module's own class, whichever copy of the module runs (the
+        # installed package or a Hub folder's remote code), so loading it needs no trust_remote_code
+        # and never mixes two copies of the code.
+        from transformers import AutoTokenizer
+
+        feature_extractor = E2LLMFeatureExtractor.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return [feature_extractor, tokenizer]
+
     def expand_eeg_placeholders(self, text: str) -> str:
         """Replace each `<eeg>` with `<eeg_start>` + `<eeg>` x num_eeg_tokens + `<eeg_end>`."""
         if EEG_START_TOKEN in text or EEG_END_TOKEN in text:
