@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def main() -> int:
     root = workdir / "seed"
     if not (root / "EEG_raw").is_dir():
         sessions = tuple(range(1, args.sessions + 1))
-        _isolated(synthesize, root, args.subjects, args.clip_seconds, raw=True, raw_sessions=sessions)
+        _isolated(partial(synthesize, raw=True, raw_sessions=sessions), root, args.subjects, args.clip_seconds)
         shutil.rmtree(root / "EEG_preprocessed")
     clip_seconds = args.subjects * args.sessions * 20 * args.clip_seconds
     print(f"{args.subjects} subject(s) x {args.sessions} session(s) x 20 clips x {args.clip_seconds} s = "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 
 import mne
 import numpy as np
@@ -155,12 +154,16 @@ def test_cross_clip_split_keeps_each_video_on_one_side_for_every_subject():
 
 def test_splits_depend_only_on_the_seed():
     emotions = np.tile(EMOTIONS, 20)
-    first = split_indices(np.ones(140), np.arange(140), emotions, "paper", 0.25, seed=1)
-    assert all(np.array_equal(a, b) for a, b in zip(first, split_indices(np.ones(140), np.arange(140), emotions, "paper", 0.25, seed=1)))
-    assert not np.array_equal(first[1], split_indices(np.ones(140), np.arange(140), emotions, "paper", 0.25, seed=2)[1])
+    def split(seed):
+        return split_indices(np.ones(140), np.arange(140), emotions, "paper", 0.25, seed=seed)
+
+    assert all(np.array_equal(a, b) for a, b in zip(split(1), split(1)))
+    assert not np.array_equal(split(1)[1], split(2)[1])
 
 
-@pytest.mark.parametrize(("split", "fraction", "message"), [("by-day", 0.1, "split must be"), ("paper", 1.5, "between 0 and 1")])
+@pytest.mark.parametrize(
+    ("split", "fraction", "message"), [("by-day", 0.1, "split must be"), ("paper", 1.5, "between 0 and 1")]
+)
 def test_bad_split_settings_are_refused(split, fraction, message):
     with pytest.raises(ValueError, match=message):
         split_indices([1], [1], ["happy"], split, fraction)
@@ -222,7 +225,8 @@ def test_own_recordings_map_annotations_to_emotions(tmp_path):
     for subject in (1, 2):
         folder = root / f"sub-0{subject}" / "eeg"
         folder.mkdir(parents=True)
-        _own_recording(folder / f"sub-0{subject}_task-film_eeg.fif", ["T1", "T2", "T3", "boundary"], [22.0, 21.0, 20.0, 0])
+        labels, durations = ["T1", "T2", "T3", "boundary"], [22.0, 21.0, 20.0, 0]
+        _own_recording(folder / f"sub-0{subject}_task-film_eeg.fif", labels, durations)
     out = tmp_path / "out"
     argv = ["--dataset", "recordings", "--root", str(root), "--out", str(out), "--label-map", "T1=happy,T2=sad,T3=fear",
             "--split", "cross-subject", "--num-workers", "1", *QA_SIZES]  # fmt: skip
@@ -262,4 +266,5 @@ def test_own_recordings_with_unmapped_labels_say_which_labels_exist(tmp_path):
 
 def test_bad_label_map_is_refused(tmp_path):
     with pytest.raises(ValueError, match="names 'joyful'"):
-        main(["--dataset", "recordings", "--root", str(tmp_path), "--out", str(tmp_path / "o"), "--label-map", "1=joyful"])
+        main(["--dataset", "recordings", "--root", str(tmp_path), "--out", str(tmp_path / "o"),
+              "--label-map", "1=joyful"])  # fmt: skip

@@ -153,7 +153,11 @@ def test_no_cot_keeps_only_the_answer_line(segments):
 def test_esr_scenarios_never_appear_in_training_text(segments):
     sets = build_qa_sets(*segments, sizes={**SIZES, "train": 700}, seed=0)
     training_text = " ".join(
-        c["text"] for s in sets["train"] + sets["stage3"] for m in s["messages"] for c in m["content"] if c["type"] == "text"
+        item["text"]
+        for sample in sets["train"] + sets["stage3"]
+        for message in sample["messages"]
+        for item in message["content"]
+        if item["type"] == "text"
     )
     scenarios = [text for bank in qa.ESR_SCENARIOS.values() for text, _ in bank]
     assert not any(text in training_text for text in scenarios)

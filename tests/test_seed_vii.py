@@ -128,7 +128,9 @@ def test_find_recordings_reads_raw_session_names(tmp_path):
     for name in ("3_20221009_2.cnt", "3_20221009_1.cnt", "notes.cnt"):
         (tmp_path / "EEG_raw" / name).write_bytes(b"")
     found = find_recordings(tmp_path, source="raw")
-    assert [(r.subject, r.session, r.key) for r in found] == [(3, 1, "subject-03-session-1"), (3, 2, "subject-03-session-2")]
+    assert [(r.subject, r.session, r.key) for r in found] == [
+        (3, 1, "subject-03-session-1"), (3, 2, "subject-03-session-2"),
+    ]  # fmt: skip
 
 
 def test_continuous_labels_are_read_per_video(tmp_path):
@@ -197,5 +199,5 @@ def test_raw_reader_names_a_missing_file(tmp_path):
 def test_raw_reader_turns_an_unreadable_cnt_into_a_clear_error(tmp_path):
     path = tmp_path / "1_20221001_1.cnt"
     path.write_bytes(b"not a neuroscan file" * 10)
-    with pytest.raises(ValueError, match=r"1_20221001_1\.cnt could not be read by MNE .*data_format 'int16' or 'int32'"):
+    with pytest.raises(ValueError, match=r"1_20221001_1\.cnt could not be read by MNE .*'int16' or 'int32'"):
         read_raw_recording(path, data_format="int32")

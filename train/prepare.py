@@ -38,7 +38,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -280,7 +280,9 @@ def build_qa(out: Path, sizes: dict, cot: bool, seed: int) -> None:
     from datasets import Dataset, DatasetDict, load_from_disk
 
     segments = load_from_disk(str(out / "segments"))
-    columns = {name: segments[name].select_columns(["id", "emotion", "intensity"]).to_dict() for name in ("train", "test")}
+    columns = {
+        name: segments[name].select_columns(["id", "emotion", "intensity"]).to_dict() for name in ("train", "test")
+    }
     sets = qa.build_qa_sets(columns["train"], columns["test"], sizes=sizes, cot=cot, seed=seed)
     features = qa.qa_features()
     _save_atomic(DatasetDict({name: Dataset.from_list(rows, features=features) for name, rows in sets.items()}),

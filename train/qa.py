@@ -354,7 +354,8 @@ class _Writer:
 
     def _sample(self, task, turns, indices, answer):
         messages = [{"role": "system", "content": [_text(SYSTEM_PROMPT)]}, *turns]
-        return {"task": task, "messages": messages, "segment_ids": [self.pool.ids[i] for i in indices], "answer": answer}
+        segment_ids = [self.pool.ids[i] for i in indices]
+        return {"task": task, "messages": messages, "segment_ids": segment_ids, "answer": answer}
 
     def ied(self, index):
         emotion = self.pool.emotions[index]
@@ -389,10 +390,15 @@ class _Writer:
         if outcome == "equal" and emotions[first] == emotion:
             verdict = f"Both show {NOUN[emotion]} to a similar degree, so the two are equally {ADJECTIVE[emotion]}."
         elif outcome == "equal":
-            verdict = f"Neither shows {NOUN[emotion]}; both show {NOUN[emotions[first]]}, so neither is more {ADJECTIVE[emotion]}."
+            verdict = (
+                f"Neither shows {NOUN[emotion]}; both show {NOUN[emotions[first]]}, "
+                f"so neither is more {ADJECTIVE[emotion]}."
+            )
         elif emotions[first] == emotions[second]:
             stronger = 1 if outcome == "more" else 2
-            verdict = f"Both show {NOUN[emotion]}, stronger in EEG {stronger}, so EEG 1 is {outcome} {ADJECTIVE[emotion]}."
+            verdict = (
+                f"Both show {NOUN[emotion]}, stronger in EEG {stronger}, so EEG 1 is {outcome} {ADJECTIVE[emotion]}."
+            )
         else:
             shown = 1 if outcome == "more" else 2
             verdict = f"Only EEG {shown} shows {NOUN[emotion]}, so EEG 1 is {outcome} {ADJECTIVE[emotion]}."

@@ -124,7 +124,8 @@ def raw_clip_eeg(raw, clip: Clip, source: str, pad_seconds: float | None = None)
     stop = int(round(clip.stop * sfreq))
     if not 0 <= start < stop <= raw.n_times:
         raise ValueError(
-            f"{source}: clip of video {clip.video} spans samples {start}..{stop}, outside the recording's 0..{raw.n_times}"
+            f"{source}: clip of video {clip.video} spans samples {start}..{stop}, "
+            f"outside the recording's 0..{raw.n_times}"
         )
     step = (Fraction(sfreq).limit_denominator(1000) / TARGET_SAMPLING_RATE).limit_denominator(1000).numerator
     read_start = max(0, start - int(pad * sfreq)) // step * step
@@ -138,7 +139,9 @@ def raw_clip_eeg(raw, clip: Clip, source: str, pad_seconds: float | None = None)
     return eeg[:, offset : offset + length]
 
 
-def cut_segments(eeg: np.ndarray, intensity: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray, float | None]]:
+def cut_segments(
+    eeg: np.ndarray, intensity: np.ndarray | None = None
+) -> Iterator[tuple[int, np.ndarray, float | None]]:
     """Yield ``(index, segment, intensity)`` for each whole 10 s segment of a preprocessed clip.
 
     ``eeg`` is ``(58, T)`` at 256 Hz; each segment is ``(58, 2560)`` float32. ``intensity``,

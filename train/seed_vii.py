@@ -294,7 +294,9 @@ def clip_bounds_from_annotations(raw, source: str) -> list[tuple[float, float]]:
     """
     onsets = np.sort(np.asarray(raw.annotations.onset, dtype=np.float64)) - raw.first_time
     if len(onsets) != 2 * CLIPS_PER_SESSION:
-        raise ValueError(f"{source} has {len(onsets)} triggers; expected {2 * CLIPS_PER_SESSION} (start and end of 20 clips)")
+        raise ValueError(
+            f"{source} has {len(onsets)} triggers; expected {2 * CLIPS_PER_SESSION} (start and end of 20 clips)"
+        )
     return [(float(onsets[2 * i]), float(onsets[2 * i + 1])) for i in range(CLIPS_PER_SESSION)]
 
 
@@ -316,7 +318,9 @@ def clip_bounds_from_trigger_csv(path: str | Path, recording_start: dt.time) -> 
             try:
                 stamp = dt.datetime.strptime(row[1].strip().split(" ")[-1], "%H:%M:%S.%f").time()
             except (IndexError, ValueError) as error:
-                raise ValueError(f"{path}: cannot read row {row}; expected 'code, YYYY-MM-DD HH:MM:SS.ffffff'") from error
+                raise ValueError(
+                    f"{path}: cannot read row {row}; expected 'code, YYYY-MM-DD HH:MM:SS.ffffff'"
+                ) from error
             times.append((dt.datetime.combine(dt.date.min, stamp) - start).total_seconds())
     if len(times) != 2 * CLIPS_PER_SESSION:
         raise ValueError(f"{path} has {len(times)} triggers; expected {2 * CLIPS_PER_SESSION}")

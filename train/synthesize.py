@@ -41,7 +41,6 @@ import argparse
 import csv
 import datetime as dt
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -59,7 +58,9 @@ from train.seed_vii import (
 )
 
 BANDS = ("delta", "theta", "alpha", "beta", "gamma")
-BAND_EDGES = {"delta": (1.0, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0), "gamma": (30.0, 45.0)}
+BAND_EDGES = {
+    "delta": (1.0, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0), "gamma": (30.0, 45.0),
+}  # fmt: skip
 # Resting amplitudes in µV RMS per band, before subject variation (posterior alpha is doubled).
 BAND_AMPLITUDE_UV = {"delta": 12.0, "theta": 8.0, "alpha": 10.0, "beta": 6.0, "gamma": 3.0}
 BACKGROUND_UV = 6.0
@@ -97,7 +98,9 @@ a model reads real brains.
 
 def _electrode_layout(names) -> tuple[np.ndarray, np.ndarray]:
     """Approximate scalp coordinates from 10-10 names: x left(-)/right(+), y front(0) to back."""
-    rows = {"FP": 0, "AF": 1, "F": 2, "FT": 3, "FC": 3, "T": 4, "C": 4, "TP": 5, "CP": 5, "P": 6, "PO": 7, "O": 8, "CB": 9}
+    rows = {
+        "FP": 0, "AF": 1, "F": 2, "FT": 3, "FC": 3, "T": 4, "C": 4, "TP": 5, "CP": 5, "P": 6, "PO": 7, "O": 8, "CB": 9,
+    }  # fmt: skip
     x, y = [], []
     for name in names:
         prefix = name.rstrip("Z0123456789")
@@ -333,7 +336,8 @@ def synthesize(
         if raw:
             for session in raw_sessions:
                 synthesize_subject_raw(out, subject, session, int(clip_seconds), seed)
-    text = README.format(subjects=subjects, clip_seconds=clip_seconds, seed=seed, raw=list(raw_sessions) if raw else "none")
+    raw_text = list(raw_sessions) if raw else "none"
+    text = README.format(subjects=subjects, clip_seconds=clip_seconds, seed=seed, raw=raw_text)
     (out / "README.txt").write_text(text)
     return out
 
