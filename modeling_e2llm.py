@@ -23,6 +23,11 @@ Data flow, in the order of this file:
 A saved model folder holds this file beside config.json, whose `auto_map` sends `AutoConfig`,
 `AutoModel`, `AutoModelForCausalLM` and `AutoModelForImageTextToText` here, so
 `AutoModel.from_pretrained(folder_or_repo, trust_remote_code=True)` gives a model that generates.
+
+Precision: `model.to(torch.bfloat16)` (or `from_pretrained(..., dtype=torch.bfloat16)`) runs every
+part in bfloat16; the EEG may stay float32, it is cast to the encoder's dtype on entry. The encoder's
+bfloat16 output is within about 1 % (relative L2) of float32. bfloat16 pays off on GPUs and on CPUs
+with bfloat16 matrix units (AMX, AVX512-BF16); elsewhere float32 is faster.
 """
 
 import os
