@@ -34,7 +34,9 @@ class ReferenceEEGPT(torch.nn.Module):
 
     def forward(self, eeg, channel_ids):
         w, c = self.weights, self.config
-        x = F.conv2d(eeg.unsqueeze(1), w["patch_embed.proj.weight"], w["patch_embed.proj.bias"], stride=(1, c.patch_size))
+        x = F.conv2d(
+            eeg.unsqueeze(1), w["patch_embed.proj.weight"], w["patch_embed.proj.bias"], stride=(1, c.patch_size)
+        )
         x = x.permute(0, 3, 2, 1)  # (B, N, C, D)
         batch, patches, _, width = x.shape
         x = (x + w["chan_embed.weight"][channel_ids]).flatten(0, 1)
@@ -117,7 +119,9 @@ def main(argv=None) -> int:
     model_bf16.load_state_dict(model.state_dict())
     model_bf16.to(torch.bfloat16)
     size = args.matmul_size
-    square = {dtype: (torch.randn(size, size, device=device).to(dtype),) * 2 for dtype in (torch.float32, torch.bfloat16)}
+    square = {
+        dtype: (torch.randn(size, size, device=device).to(dtype),) * 2 for dtype in (torch.float32, torch.bfloat16)
+    }
 
     def autocast_bf16():
         with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -150,7 +154,8 @@ def main(argv=None) -> int:
     print(f"max |EEGPTModel - reference| (fp32) = {(full - expected).abs().max().item():.2e}")
     print(f"matmul throughput: fp32 {peak_fp32 / 1e9:.0f} GFLOP/s, bf16 {peak_bf16 / 1e9:.0f} GFLOP/s "
           f"(bf16 / fp32 = {peak_bf16 / peak_fp32:.2f})")
-    print(f"{'path':<32}{'windows/s':>10}{'x reference':>13}{'GFLOP/s':>10}{'of fp32 mm':>12}{'of bf16 mm':>12}{'rel err':>10}")
+    header = ("windows/s", "x reference", "GFLOP/s", "of fp32 mm", "of bf16 mm", "rel err")
+    print(f"{'path':<32}" + "".join(f"{name:>{width}}" for name, width in zip(header, (10, 13, 10, 12, 12, 10))))
     rows = [
         ("reference fp32 (per-head)", seconds["reference"], relative_error(expected)),
         ("EEGPTModel fp32", seconds["fp32"], relative_error(full)),

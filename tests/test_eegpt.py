@@ -126,7 +126,8 @@ def test_preset_parameter_counts():
 
 def test_default_config_is_the_released_large_checkpoint():
     config = EEGPTConfig()
-    assert (config.patch_size, config.embed_dim, config.embed_num, config.depth, config.num_heads) == (64, 512, 4, 8, 8)
+    sizes = (config.patch_size, config.embed_dim, config.embed_num, config.depth, config.num_heads)
+    assert sizes == (64, 512, 4, 8, 8)
     assert (config.mlp_ratio, config.qkv_bias, config.layer_norm_eps) == (4.0, True, 1e-6)
     assert len(config.channel_names) == 62 and config.channel_names[:3] == ["FP1", "FPZ", "FP2"]
 

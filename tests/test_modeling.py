@@ -55,7 +55,8 @@ def test_config_records_the_eeg_token_ids():
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_tie_word_embeddings_is_copied_from_the_text_config(tied):
-    config = E2LLMConfig(eeg_config=EEGPTConfig.from_preset("tiny"), text_config=tiny_qwen3_config(tie_word_embeddings=tied))
+    text_config = tiny_qwen3_config(tie_word_embeddings=tied)
+    config = E2LLMConfig(eeg_config=EEGPTConfig.from_preset("tiny"), text_config=text_config)
     assert config.tie_word_embeddings is tied
     model = E2LLMForConditionalGeneration(config)
     assert (model.lm_head.weight is model.model.language_model.embed_tokens.weight) is tied
@@ -171,7 +172,9 @@ def test_greedy_generation_is_identical_with_and_without_cache(model):
     width = len(long)
     input_ids = torch.tensor([[PAD] * (width - len(short)) + short, long])
     attention_mask = (input_ids != PAD).long()
-    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, eeg_values=eeg_windows(3), eeg_channel_ids=CHANNELS)
+    inputs = dict(
+        input_ids=input_ids, attention_mask=attention_mask, eeg_values=eeg_windows(3), eeg_channel_ids=CHANNELS
+    )
     settings = dict(max_new_tokens=8, do_sample=False, pad_token_id=PAD, eos_token_id=None)
     with torch.no_grad():
         cached = model.generate(**inputs, use_cache=True, **settings)
