@@ -1,0 +1,66 @@
+"""The quickstart notebook runs top to bottom on a tiny published model and an MNE recording."""
+
+from pathlib import Path
+
+import mne
+import nbformat
+import numpy as np
+import pytest
+import torch
+from nbclient import NotebookClient
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "quickstart.ipynb"
+SEED_VII_CHANNELS = (
+    "FP1 FPZ FP2 AF3 AF4 F7 F5 F3 F1 FZ F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCZ FC2 FC4 FC6 FT8 T7 C5 C3 C1 CZ C2 C4 C6 "
+    "T8 TP7 CP5 CP3 CP1 CPZ CP2 CP4 CP6 TP8 P7 P5 P3 P1 PZ P2 P4 P6 P8 PO7 PO5 PO3 POZ PO4 PO6 PO8 CB1 O1 OZ O2 CB2"
+).split()
+
+
+@pytest.fixture(scope="module")
+def published_model(tmp_path_factory, qwen3_tokenizer):
+    from transformers import Qwen3ForCausalLM
+
+    from modeling_e2llm import E2LLMForConditionalGeneration, EEGPTConfig, EEGPTModel
+    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+    from train.tiny import tiny_qwen3_config
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("hub")
+    model = E2LLMForConditionalGeneration.from_parts(
+        EEGPTModel(EEGPTConfig.from_preset("tiny")), Qwen3ForCausalLM(tiny_qwen3_config())
+    )
+    model.save_pretrained(folder)
+    E2LLMProcessor(E2LLMFeatureExtractor(), qwen3_tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """20 s of 1000 Hz EEG in SEED-VII's montage plus an EOG channel, in volts, saved as FIF."""
+    rng = np.random.default_rng(0)
+    names = SEED_VII_CHANNELS + ["VEO"]
+    info = mne.create_info(names, 1000.0, ["eeg"] * len(SEED_VII_CHANNELS) + ["eog"])
+    raw = mne.io.RawArray(rng.normal(0, 20e-6, (len(names), 20_000)), info, verbose="error")
+    path = tmp_path_factory.mktemp("recording") / "subject_raw.fif"
+    raw.save(path, verbose="error")
+    return path
+
+
+def test_quickstart_notebook_runs_and_answers(published_model, recording, tmp_path, monkeypatch):
+    monkeypatch.setenv("E2LLM_MODEL", str(published_model))
+    monkeypatch.setenv("E2LLM_RECORDING", str(recording))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel shows figures inline
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    printed = "".join(
+        output.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+    )
+    # 20 s at 256 Hz gives five whole 4 s windows of the 60 channels EEGPT knows (CB1/CB2 and
+    # the EOG channel dropped).
+    assert "eeg_values (5, 60, 1024)" in printed
+    assert "eeg_channel_ids (5, 60)" in printed
+    assert "E2LLMForConditionalGeneration" in printed
+    figures = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if "image/png" in o.get("data", {})]
+    assert len(figures) == 1
