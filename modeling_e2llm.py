@@ -437,6 +437,9 @@ class EEGPTForEmotionClassification(EEGPTPreTrainedModel):
     `.eegpt`; `config.id2label` names the classes.
     """
 
+    # The loss is the batch mean, so the Trainer must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
+
     def __init__(self, config: EEGPTConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -794,6 +797,7 @@ __all__ = [
     "EEGPTForEmotionClassification",
     "convert_eegpt_checkpoint",
     "E2LLMConfig",
+    "E2LLMMultiModalProjector",
     "E2LLMPreTrainedModel",
     "E2LLMModel",
     "E2LLMForConditionalGeneration",

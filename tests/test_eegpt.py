@@ -293,6 +293,14 @@ def test_classifier_loss_is_cross_entropy():
     torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
 
 
+def test_trainer_scales_the_classifier_loss_for_gradient_accumulation(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    model = EEGPTForEmotionClassification(EEGPTConfig.from_preset("tiny", num_labels=7))
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+    assert trainer.model_accepts_loss_kwargs is False
+
+
 def test_classifier_round_trips_and_its_encoder_loads_alone(tmp_path):
     labels = {0: "happy", 1: "surprise", 2: "neutral", 3: "disgust", 4: "fear", 5: "sad", 6: "anger"}
     model = EEGPTForEmotionClassification(EEGPTConfig.from_preset("tiny", id2label=labels)).eval()
