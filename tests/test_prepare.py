@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 
 import mne
 import numpy as np
@@ -197,6 +198,18 @@ def test_a_finished_folder_is_not_prepared_again_and_other_settings_are_refused(
     assert "already prepared" in capsys.readouterr().out
     with pytest.raises(ValueError, match="prepared with other settings"):
         main(["--root", str(seed_root), "--out", str(prepared), "--split", "cross-clip", *QA_SIZES])
+
+
+def test_other_qa_sizes_rebuild_only_the_qa_sets(seed_root, prepared, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(prepared, out)
+    segments_file = next((out / "segments" / "train").glob("*.arrow"))
+    written = segments_file.stat().st_mtime_ns
+    assert main(["--root", str(seed_root), "--out", str(out), "--no-cot", *QA_SIZES[:-1], "5"]) == 0
+    assert segments_file.stat().st_mtime_ns == written
+    qa = load_from_disk(str(out / "qa"))
+    assert len(qa["test_esr"]) == 5
+    assert qa["train"][0]["messages"][-1]["content"][0]["text"] == f"Answer: {qa['train'][0]['answer']}"
 
 
 def test_raw_sessions_go_through_filters_and_annotations(tmp_path):

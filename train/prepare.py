@@ -301,16 +301,22 @@ def prepare(dataset: str, root: str, out: str, *, source: str = "auto", split: s
         "seed": seed, "sizes": sizes or {}, "cot": cot,
     }  # fmt: skip
     shard_settings = {k: settings[k] for k in ("dataset", "root", "source", "data_format", "label_map")}
+    segment_settings = {k: v for k, v in settings.items() if k not in ("sizes", "cot")}
     manifest, shards = out / "prepare.json", out / "shards"
     if overwrite:
         for path in (out / "segments", out / "qa", shards, manifest):
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    if manifest.is_file():
-        if json.loads(manifest.read_text()) == settings and (out / "segments").is_dir() and (out / "qa").is_dir():
+    previous = json.loads(manifest.read_text()) if manifest.is_file() else None
+    if previous is not None and (out / "segments").is_dir():
+        if previous == settings and (out / "qa").is_dir():
             print(f"{out} is already prepared with these settings")
             return out
-        if (out / "segments").is_dir():
+        if {k: v for k, v in previous.items() if k not in ("sizes", "cot")} != segment_settings:
             raise ValueError(f"{out} was prepared with other settings ({manifest}); pass --overwrite or another --out")
+        # Same segments, other QA sizes or answer style: only the QA sets are rebuilt.
+        build_qa(out, sizes or {}, cot, seed)
+        manifest.write_text(json.dumps(settings, indent=1))
+        return out
     shard_manifest = shards / "settings.json"
     if shard_manifest.is_file() and json.loads(shard_manifest.read_text()) != shard_settings:
         raise ValueError(f"{shards} holds segments made with other settings; pass --overwrite or another --out")
