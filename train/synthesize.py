@@ -31,8 +31,10 @@ scales the rhythms' amplitudes, following the EEG literature on emotion:
 
 The effect follows the clip's intensity trace second by second. Every subject has its own
 channel gains, baseline band powers, alpha peak frequency, effect strength and a
-subject-specific distortion of each emotion's pattern, plus eye blinks; so the emotions are
-learnable, best within a subject, but not trivially.
+subject-specific distortion of each emotion's pattern, plus eye blinks. The effects are strong
+enough for a tiny encoder trained from random weights to pick up in minutes: logistic
+regression on 10 s log band powers separates the seven emotions almost perfectly within
+subjects, and at about 70 % balanced accuracy for an unseen subject (4 subjects, 20 s clips).
 """
 
 from __future__ import annotations
@@ -76,7 +78,10 @@ EMOTION_AXES = {
     "anger": (-0.7, 0.9, 0.6),
 }
 # Log-amplitude gains per unit of each axis and for each emotion's own mark.
-ASYMMETRY_GAIN, AROUSAL_GAIN, VALENCE_GAIN, MARK_GAIN = 0.25, 0.2, 0.2, 0.25
+ASYMMETRY_GAIN, AROUSAL_GAIN, VALENCE_GAIN, MARK_GAIN = 0.6, 0.5, 0.5, 0.6
+# Spread (log-amplitude) of each subject's baseline band powers and of its own distortion of
+# every emotion's pattern: what makes a new subject harder than a new clip.
+SUBJECT_BASELINE_SPREAD, SUBJECT_PATTERN_SPREAD = 0.35, 0.3
 # Spread of each clip's own deviation from its emotion's pattern (the film's particular content).
 CLIP_VARIATION = 0.15
 
@@ -163,11 +168,12 @@ class SubjectModel:
         self.channel_gain = np.exp(rng.normal(0.0, 0.15, count))
         base = np.array([BAND_AMPLITUDE_UV[b] for b in BANDS])[None, :].repeat(count, axis=0)
         base[y >= 6, BANDS.index("alpha")] *= 2.0
-        self.base = base * np.exp(rng.normal(0.0, 0.25, base.shape))
+        self.base = base * np.exp(rng.normal(0.0, SUBJECT_BASELINE_SPREAD, base.shape))
         self.alpha_peak = rng.uniform(9.0, 11.5)
         self.effect_scale = rng.uniform(0.7, 1.3)
         self.patterns = {
-            e: p * self.effect_scale + rng.normal(0.0, 0.12, p.shape) for e, p in emotion_patterns(self.names).items()
+            e: p * self.effect_scale + rng.normal(0.0, SUBJECT_PATTERN_SPREAD, p.shape)
+            for e, p in emotion_patterns(self.names).items()
         }
         self.blink_rate = rng.uniform(0.15, 0.4)
         self.frontal = np.flatnonzero(y <= 1)
