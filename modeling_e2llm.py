@@ -99,6 +99,11 @@ class EEGPTConfig(PreTrainedConfig):
         channel_names (`list[str]`): the electrode vocabulary the channel embedding is indexed by;
             `channel_ids` are positions in this list. Defaults to EEGPT's 62 names.
         initializer_range (`float`, defaults to 0.02): std of the truncated-normal initialisation.
+        input_scale (`float`, defaults to 1.0): the EEG (in mV) is multiplied by this before the patch
+            embedding. The released checkpoint reads mV as they are (1.0). An encoder trained from
+            random weights learns far faster from inputs near unit scale: EEG of tens of uV is about
+            0.01 mV, and each token's LayerNorm then sees the electrode embedding almost alone, so
+            such an encoder is best given e.g. 100. The model's inputs stay in mV either way.
         num_labels / id2label: used by `EEGPTForEmotionClassification`.
     """
 
@@ -115,6 +120,7 @@ class EEGPTConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-6
     channel_names: list[str] | tuple[str, ...] | None = None
     initializer_range: float = 0.02
+    input_scale: float = 1.0
 
     def __post_init__(self, **kwargs):
         if self.channel_names is None:
@@ -343,6 +349,8 @@ class EEGPTModel(EEGPTPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         batch = eeg_values.shape[0]
+        if self.config.input_scale != 1.0:
+            eeg_values = eeg_values * self.config.input_scale
         hidden_states = self.patch_embed(eeg_values.to(self.patch_embed.proj.weight.dtype))  # (B, N, C, D)
         num_patches = hidden_states.shape[1]
         channel_embeddings = self.chan_embed(channel_ids.to(hidden_states.device))  # (C, D) or (B, C, D)

@@ -153,6 +153,17 @@ def test_encoder_matches_the_reference_computation():
     torch.testing.assert_close(out.double(), reference_eegpt(weights, TINY, eeg, ids), atol=1e-4, rtol=1e-4)
 
 
+def test_input_scale_multiplies_the_mv_input_before_the_patch_embedding():
+    weights = official_encoder_weights(TINY, seed=0)
+    scaled = EEGPTModel(EEGPTConfig.from_preset("tiny", input_scale=100.0)).eval()
+    scaled.load_state_dict(weights)
+    eeg, ids = eeg_batch(2), torch.arange(58)
+    with torch.no_grad():
+        out = scaled(eeg, ids).last_hidden_state
+    torch.testing.assert_close(out.double(), reference_eegpt(weights, TINY, eeg * 100.0, ids), atol=1e-4, rtol=1e-4)
+    assert EEGPTConfig().input_scale == 1.0  # the released checkpoint reads mV as they are
+
+
 def test_any_channel_subset_and_length_with_per_window_channel_ids():
     weights = official_encoder_weights(TINY, seed=0)
     model = EEGPTModel(TINY).eval()

@@ -31,6 +31,13 @@ class Stage1Arguments:
     encoder_preset: str = field(
         default="large", metadata={"help": "EEGPT size when `encoder` is a checkpoint file or empty."}
     )
+    encoder_input_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "Random weights only: EEGPTConfig.input_scale, the factor applied to the EEG (mV) before the "
+            "patch embedding. 100 lets a randomly initialised encoder learn; a checkpoint keeps 1.0."
+        },
+    )
     num_train_epochs: int = field(default=50, metadata={"help": "Epochs over the training segments."})
     batch_size: int = field(
         default=64, metadata={"help": "Global batch: split across processes when launched with accelerate."}

@@ -49,6 +49,7 @@ class DemoSize:
     # Extra command-line settings per step, on top of the step's demo recipe.
     overrides: dict[str, list[str]] = field(default_factory=dict)
     max_eval: int | None = None
+    max_new_tokens: int = 200
 
 
 SIZES = {
@@ -64,12 +65,13 @@ SIZES = {
         clip_seconds=20,
         qa={"--qa-train": 24, "--qa-stage3": 12, "--qa-test-multi": 6, "--qa-test-esr": 3},
         overrides={
-            "stage1": ["--num_train_epochs", "2"],
+            "stage1": ["--num_train_epochs", "1"],
             "lm-warmup": ["--max_steps", "2"],
             "stage2": ["--max_steps", "2"],
             "stage3": ["--max_steps", "2"],
         },
         max_eval=6,
+        max_new_tokens=16,
     ),
 }
 
@@ -119,7 +121,7 @@ def _steps(out: Path, size: DemoSize, seed: int) -> dict[str, tuple[str, list[st
         "stage3": ("train.stage3", ["--config", str(RECIPES / "stage3.yaml"), "--data", o["prepared"],
                                     "--model", o["stage2"], "--output_dir", o["stage3"], "--seed", str(seed)]),
         "eval": ("train.evaluation", ["--model", str(out / "stage3" / "merged"), "--data", o["prepared"],
-                                      "--out", o["eval"], "--max-new-tokens", "200", *limits]),
+                                      "--out", o["eval"], "--max-new-tokens", str(size.max_new_tokens), *limits]),
         "hub": ("train.publish", ["--model", o["stage3"], "--results", str(out / "eval" / "results.json"),
                                   "--out", o["hub"], "--base-model", "tiny Qwen3 (demo, random start)"]),
     }
@@ -133,7 +135,7 @@ import numpy as np
 from datasets import load_from_disk
 from transformers import AutoModel, AutoProcessor
 
-hub, prepared = sys.argv[1], sys.argv[2]
+hub, prepared, max_new_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
 processor = AutoProcessor.from_pretrained(hub, trust_remote_code=True)
 model = AutoModel.from_pretrained(hub, trust_remote_code=True).eval()
 sample = load_from_disk(prepared + "/qa")["test_ied"][0]
@@ -148,17 +150,17 @@ messages = turns[: next(i for i, m in enumerate(turns) if m["role"] == "assistan
 text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 inputs = processor(text=text, eeg=eeg, sampling_rate=256, channel_names=names, units="mV",
                    windowing="center", apply_filters=False, return_tensors="pt")
-output = model.generate(**inputs, max_new_tokens=160, do_sample=False)
+output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
 answer = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
 print(json.dumps({"segment": segment["id"], "true_emotion": segment["emotion"], "analysis": answer.strip()}))
 """
 
 
-def explain(hub: Path, prepared: Path) -> dict:
+def explain(hub: Path, prepared: Path, max_new_tokens: int = 200) -> dict:
     """Load the published folder in a fresh offline process and explain one test EEG."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     result = subprocess.run(
-        [sys.executable, "-c", _EXPLAIN, str(hub), str(prepared)],
+        [sys.executable, "-c", _EXPLAIN, str(hub), str(prepared), str(max_new_tokens)],
         capture_output=True, text=True, env=env, cwd=str(hub.parent),
     )
     if result.returncode != 0:
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         state.finish(step, time.perf_counter() - started)
 
     started = time.perf_counter()
-    explanation = explain(out / "hub", out / "prepared")
+    explanation = explain(out / "hub", out / "prepared", size.max_new_tokens)
     (out / "explanation.json").write_text(json.dumps(explanation, indent=2))
     state.finish("explain", time.perf_counter() - started)
     print(_summary(out, state, explanation))

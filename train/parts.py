@@ -59,7 +59,7 @@ def check_channels(encoder_config, channel_ids) -> None:
         )
 
 
-def load_eeg_encoder(source: str | None, preset: str = "large"):
+def load_eeg_encoder(source: str | None, preset: str = "large", input_scale: float = 1.0):
     """An `EEGPTModel`.
 
     Args:
@@ -68,6 +68,8 @@ def load_eeg_encoder(source: str | None, preset: str = "large"):
             saved by stage 1 (`EEGPTForEmotionClassification.save_pretrained`), whose encoder is
             returned; or None for random weights (warns: a random encoder reads nothing).
         preset: the EEGPT size (`EEGPTConfig.from_preset`) for a checkpoint file or None.
+        input_scale: for random weights only, `EEGPTConfig.input_scale` (a checkpoint keeps 1.0,
+            the scale it was pretrained at; a stage-1 folder keeps its own).
     """
     from modeling_e2llm import EEGPTConfig, EEGPTForEmotionClassification, EEGPTModel
 
@@ -78,7 +80,7 @@ def load_eeg_encoder(source: str | None, preset: str = "large"):
             UserWarning,
             stacklevel=2,
         )
-        return EEGPTModel(EEGPTConfig.from_preset(preset))
+        return EEGPTModel(EEGPTConfig.from_preset(preset, input_scale=input_scale))
     path = Path(source)
     if not path.exists():
         raise ValueError(f"EEG encoder not found: {source} (expected an EEGPT checkpoint file or a stage-1 folder)")

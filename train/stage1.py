@@ -107,8 +107,8 @@ def build_classifier(args: Stage1Arguments):
         if model.config.num_labels != len(EMOTIONS):
             raise ValueError(f"{args.encoder} classifies {model.config.num_labels} classes, not the {len(EMOTIONS)} emotions")
         return model
-    encoder = load_eeg_encoder(args.encoder, args.encoder_preset)
-    config = EEGPTConfig.from_preset(args.encoder_preset)
+    encoder = load_eeg_encoder(args.encoder, args.encoder_preset, args.encoder_input_scale)
+    config = encoder.config
     config.num_labels = len(EMOTIONS)
     config.id2label = id2label
     config.label2id = {name: index for index, name in id2label.items()}
@@ -197,11 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         model, optimizer, train_loader, validation_loader
     )
     steps_per_epoch = len(train_loader)
+    # OneCycleLR divides by the length of each phase: very short runs (a smoke test) get phases
+    # of at least two steps rather than a ZeroDivisionError.
+    total_steps = max(args.num_train_epochs * steps_per_epoch, 4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=args.learning_rate,
-        total_steps=args.num_train_epochs * steps_per_epoch,
-        pct_start=args.pct_start,
+        total_steps=total_steps,
+        pct_start=min(max(args.pct_start, 2 / total_steps), 0.5),
     )
     accelerator.register_for_checkpointing(scheduler)
     channel_ids = channel_ids.to(accelerator.device)

@@ -1,0 +1,58 @@
+"""`e2llm demo` end to end at its smallest size: every step runs and leaves what it promises."""
+
+import json
+
+import pytest
+from datasets import load_from_disk
+
+from train import demo
+from train.qa import EMOTIONS
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert demo.main(["--out", str(out), "--size", "smoke"]) == 0
+    return out
+
+
+def test_demo_writes_every_step_folder(demo_run):
+    for name in ("data", "prepared", "stage1", "lm-warmup", "stage2", "stage3", "eval", "hub"):
+        assert (demo_run / name).is_dir(), name
+    assert "synthetic" in (demo_run / "data" / "README.txt").read_text().lower()
+    assert (demo_run / "stage3" / "merged" / "config.json").is_file()
+
+
+def test_demo_evaluates_every_task_at_its_size(demo_run):
+    results = json.loads((demo_run / "eval" / "results.json").read_text())
+    predictions = [json.loads(line) for line in (demo_run / "eval" / "predictions.jsonl").read_text().splitlines()]
+    qa = load_from_disk(str(demo_run / "prepared" / "qa"))
+    expected = {"IED": min(6, len(qa["test_ied"])), "ESR": min(6, len(qa["test_esr"]))}
+    assert sum(p["task"] == "IED" for p in predictions) == expected["IED"]
+    assert sum(p["task"] == "ESR" for p in predictions) == expected["ESR"]
+    assert {p["task"] for p in predictions} == {"IED", "EPC", "ESS", "EIM", "ESR"}
+    assert (demo_run / "eval" / "tables.md").read_text().count("Random") >= 2
+    assert (demo_run / "eval" / "confusion_matrix.png").stat().st_size > 0
+    assert results  # the tables above are rendered from it
+
+
+def test_demo_publishes_a_folder_with_code_weights_and_card(demo_run):
+    files = {path.name for path in (demo_run / "hub").iterdir()}
+    assert {"README.md", "config.json", "model.safetensors", "modeling_e2llm.py", "processing_e2llm.py"} <= files
+    assert "model-index" in (demo_run / "hub" / "README.md").read_text()
+
+
+def test_demo_explains_a_test_eeg_from_the_reloaded_folder(demo_run):
+    explanation = json.loads((demo_run / "explanation.json").read_text())
+    segments = load_from_disk(str(demo_run / "prepared" / "segments"))["test"]
+    row = segments[segments["id"].index(explanation["segment"])]
+    assert explanation["true_emotion"] == row["emotion"] in EMOTIONS
+    assert isinstance(explanation["analysis"], str)
+
+
+def test_demo_run_again_continues_after_the_finished_steps(demo_run, capsys):
+    assert demo.main(["--out", str(demo_run), "--size", "smoke"]) == 0
+    printed = capsys.readouterr().out
+    for step in ("data", "prepared", "stage1", "lm-warmup", "stage2", "stage3", "eval", "hub"):
+        assert f"{step}/ already done, skipped" in printed
+    assert "$ e2llm" not in printed
