@@ -23,13 +23,8 @@ import tracemalloc
 import numpy as np
 
 from processing_e2llm import EEGPT_CHANNELS, E2LLMFeatureExtractor
+from train.seed_vii import SEED_VII_CHANNELS
 
-SEED_VII_CHANNELS = [
-    "FP1", "FPZ", "FP2", "AF3", "AF4", "F7", "F5", "F3", "F1", "FZ", "F2", "F4", "F6", "F8", "FT7", "FC5",
-    "FC3", "FC1", "FCZ", "FC2", "FC4", "FC6", "FT8", "T7", "C5", "C3", "C1", "CZ", "C2", "C4", "C6", "T8",
-    "TP7", "CP5", "CP3", "CP1", "CPZ", "CP2", "CP4", "CP6", "TP8", "P7", "P5", "P3", "P1", "PZ", "P2", "P4",
-    "P6", "P8", "PO7", "PO5", "PO3", "POZ", "PO4", "PO6", "PO8", "CB1", "O1", "OZ", "O2", "CB2",
-]  # fmt: skip
 RATE = 1000.0
 
 
@@ -48,7 +43,7 @@ def baseline(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     keep = [i for i, name in enumerate(SEED_VII_CHANNELS) if name in EEGPT_CHANNELS]
     ch_types = ["eeg" if i in keep else "misc" for i in range(len(SEED_VII_CHANNELS))]
-    info = mne.create_info(SEED_VII_CHANNELS, RATE, ch_types)
+    info = mne.create_info(list(SEED_VII_CHANNELS), RATE, ch_types)
     raw = mne.io.RawArray(data * 1e-6, info, verbose="error")
     raw.pick([SEED_VII_CHANNELS[i] for i in keep])
     raw.filter(0.1, 70.0, verbose="error")

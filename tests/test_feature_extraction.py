@@ -16,16 +16,11 @@ from processing_e2llm import (
     normalize_channel_name,
     preprocess_continuous,
 )
+from train.seed_vii import SEED_VII_CHANNELS
 
 # Most recordings here are seconds long; the 0.1 Hz high-pass is longer (a tested warning).
 pytestmark = pytest.mark.filterwarnings("ignore:The filter .* is longer than the recording")
 
-SEED_VII_CHANNELS = [
-    "FP1", "FPZ", "FP2", "AF3", "AF4", "F7", "F5", "F3", "F1", "FZ", "F2", "F4", "F6", "F8", "FT7", "FC5",
-    "FC3", "FC1", "FCZ", "FC2", "FC4", "FC6", "FT8", "T7", "C5", "C3", "C1", "CZ", "C2", "C4", "C6", "T8",
-    "TP7", "CP5", "CP3", "CP1", "CPZ", "CP2", "CP4", "CP6", "TP8", "P7", "P5", "P3", "P1", "PZ", "P2", "P4",
-    "P6", "P8", "PO7", "PO5", "PO3", "POZ", "PO4", "PO6", "PO8", "CB1", "O1", "OZ", "O2", "CB2",
-]  # fmt: skip
 
 
 def recording(channels: int = 8, seconds: float = 10.0, rate: float = 1000.0, seed: int = 0) -> np.ndarray:

@@ -9,11 +9,9 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
+from train.seed_vii import SEED_VII_CHANNELS
+
 NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "quickstart.ipynb"
-SEED_VII_CHANNELS = (
-    "FP1 FPZ FP2 AF3 AF4 F7 F5 F3 F1 FZ F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCZ FC2 FC4 FC6 FT8 T7 C5 C3 C1 CZ C2 C4 C6 "
-    "T8 TP7 CP5 CP3 CP1 CPZ CP2 CP4 CP6 TP8 P7 P5 P3 P1 PZ P2 P4 P6 P8 PO7 PO5 PO3 POZ PO4 PO6 PO8 CB1 O1 OZ O2 CB2"
-).split()
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +36,7 @@ def published_model(tmp_path_factory, qwen3_tokenizer):
 def recording(tmp_path_factory):
     """20 s of 1000 Hz EEG in SEED-VII's montage plus an EOG channel, in volts, saved as FIF."""
     rng = np.random.default_rng(0)
-    names = SEED_VII_CHANNELS + ["VEO"]
+    names = list(SEED_VII_CHANNELS) + ["VEO"]
     info = mne.create_info(names, 1000.0, ["eeg"] * len(SEED_VII_CHANNELS) + ["eog"])
     raw = mne.io.RawArray(rng.normal(0, 20e-6, (len(names), 20_000)), info, verbose="error")
     path = tmp_path_factory.mktemp("recording") / "subject_raw.fif"
