@@ -6,9 +6,10 @@
 A real run takes a pretrained Qwen3 (`--llm Qwen/Qwen3-8B`) and never runs this. The demo's
 language model is a tiny Qwen3 with random weights: it knows no language, so stage 2 could not
 teach a projector to make it answer. This step trains it briefly, with TRL's `SFTTrainer` as a
-plain language model, on the full texts of the QA split (system prompt, questions, answers),
-each EEG item written as the processor writes it (`<eeg_start>`, 16 `<eeg>`, `<eeg_end>`) so the
-layout matches what stage 2 feeds it. It learns the wording and the answer format but cannot
+plain language model, on the QA split as prompt-completion pairs: the rendered chat up to the
+answer (each EEG item written as the processor writes it, `<eeg_start>`, 16 `<eeg>`,
+`<eeg_end>`, so the layout matches what stage 2 feeds it) and the answer, which alone carries
+the loss, as in stages 2 and 3; the answer-position loss keeps each step cheap. It learns the wording and the answer format but cannot
 learn which emotion an EEG shows: that is left to the projector in stage 2.
 
 The output folder holds the model (`Qwen3ForCausalLM`, safetensors) and the tokenizer with the
@@ -25,12 +26,18 @@ DEMO_ONLY = "demo-only"
 
 
 def chat_texts(qa, processor):
-    """The QA rows as plain training texts: rendered chats with each EEG item expanded."""
+    """The QA rows as prompt-completion pairs: the rendered chat up to the last answer, EEG items
+    expanded, and that answer with its closing `<|im_end|>`."""
     from train.collator import clean_messages
 
     def render(row):
-        chat = processor.apply_chat_template(clean_messages(row["messages"]), tokenize=False)
-        return {"text": processor.expand_eeg_placeholders(chat)}
+        messages = clean_messages(row["messages"])
+        last = max(i for i, message in enumerate(messages) if message["role"] == "assistant")
+        prompt = processor.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True)
+        full = processor.apply_chat_template(messages[: last + 1], tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError(f"The chat template renders {row['id']}'s prompt differently inside the whole chat")
+        return {"prompt": processor.expand_eeg_placeholders(prompt), "completion": full[len(prompt):].rstrip("\n")}
 
     return qa.map(render, remove_columns=qa.column_names)
 
