@@ -58,6 +58,7 @@ SIZES = {
         subjects=3,
         clip_seconds=30,
         qa={"--qa-train": 1200, "--qa-stage3": 400, "--qa-test-multi": 90, "--qa-test-esr": 30},
+        max_eval=40,
     ),
     # Every step at the smallest size that still exercises it: for the test suite.
     "smoke": DemoSize(
