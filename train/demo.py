@@ -1,6 +1,6 @@
 """`e2llm demo`: the whole of E2LLM, end to end, on the CPU, on synthetic EEG.
 
-    e2llm demo                      # into ./e2llm-demo, about ten minutes on two cores
+    e2llm demo                      # into ./e2llm-demo, about 17 minutes on two cores
     e2llm demo --out /tmp/demo --size smoke   # a minute or two: every step, tiny sizes
 
 Steps, each into its own folder under `--out`:
@@ -53,7 +53,7 @@ class DemoSize:
 
 
 SIZES = {
-    # The demo a newcomer runs: well above chance on every task, in about ten minutes.
+    # The demo a newcomer runs: every step at a size that trains the tiny models for real.
     "default": DemoSize(
         subjects=3,
         clip_seconds=30,
