@@ -23,3 +23,22 @@ def tiny_text_config():
     from train.tiny import tiny_qwen3_config
 
     return tiny_qwen3_config()
+
+
+@pytest.fixture(scope="session")
+def tiny_e2llm_folder(tmp_path_factory, qwen3_tokenizer):
+    """A tiny E2LLM saved as stages 2 and 3 save it: weights, processor and remote code."""
+    from transformers import Qwen3ForCausalLM
+
+    from modeling_e2llm import E2LLMForConditionalGeneration, EEGPTConfig, EEGPTModel
+    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+    from train.tiny import tiny_qwen3_config
+
+    torch.manual_seed(0)
+    model = E2LLMForConditionalGeneration.from_parts(
+        EEGPTModel(EEGPTConfig.from_preset("tiny")), Qwen3ForCausalLM(tiny_qwen3_config())
+    )
+    folder = tmp_path_factory.mktemp("tiny-e2llm")
+    model.save_pretrained(folder)
+    E2LLMProcessor(E2LLMFeatureExtractor(), qwen3_tokenizer).save_pretrained(folder)
+    return folder

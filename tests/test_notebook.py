@@ -6,30 +6,11 @@ import mne
 import nbformat
 import numpy as np
 import pytest
-import torch
 from nbclient import NotebookClient
 
 from train.seed_vii import SEED_VII_CHANNELS
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "quickstart.ipynb"
-
-
-@pytest.fixture(scope="module")
-def published_model(tmp_path_factory, qwen3_tokenizer):
-    from transformers import Qwen3ForCausalLM
-
-    from modeling_e2llm import E2LLMForConditionalGeneration, EEGPTConfig, EEGPTModel
-    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
-    from train.tiny import tiny_qwen3_config
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("hub")
-    model = E2LLMForConditionalGeneration.from_parts(
-        EEGPTModel(EEGPTConfig.from_preset("tiny")), Qwen3ForCausalLM(tiny_qwen3_config())
-    )
-    model.save_pretrained(folder)
-    E2LLMProcessor(E2LLMFeatureExtractor(), qwen3_tokenizer).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +25,8 @@ def recording(tmp_path_factory):
     return path
 
 
-def test_quickstart_notebook_runs_and_answers(published_model, recording, tmp_path, monkeypatch):
-    monkeypatch.setenv("E2LLM_MODEL", str(published_model))
+def test_quickstart_notebook_runs_and_answers(tiny_e2llm_folder, recording, tmp_path, monkeypatch):
+    monkeypatch.setenv("E2LLM_MODEL", str(tiny_e2llm_folder))
     monkeypatch.setenv("E2LLM_RECORDING", str(recording))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel shows figures inline

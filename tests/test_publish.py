@@ -51,22 +51,8 @@ def no_token(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def model_folder(tmp_path_factory, qwen3_tokenizer):
-    """A tiny E2LLM saved as stages 2 and 3 save it: model, processor, remote code."""
-    from modeling_e2llm import E2LLMForConditionalGeneration, EEGPTConfig, EEGPTModel
-    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
-    from transformers import Qwen3ForCausalLM
-
-    from train.tiny import tiny_qwen3_config
-
-    torch.manual_seed(0)
-    model = E2LLMForConditionalGeneration.from_parts(
-        EEGPTModel(EEGPTConfig.from_preset("tiny")), Qwen3ForCausalLM(tiny_qwen3_config())
-    )
-    folder = tmp_path_factory.mktemp("stage2")
-    model.save_pretrained(folder)
-    E2LLMProcessor(E2LLMFeatureExtractor(), qwen3_tokenizer).save_pretrained(folder)
-    return folder
+def model_folder(tiny_e2llm_folder):
+    return tiny_e2llm_folder
 
 
 @pytest.fixture(scope="module")
