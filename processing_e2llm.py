@@ -32,7 +32,7 @@ scipy are imported where they are needed.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
 from functools import lru_cache
 
@@ -234,21 +234,9 @@ def _filter(
     notch_freq: float | None,
 ) -> np.ndarray:
     """Band-pass and notch the rows of `data` (float64, at `sampling_rate`) recorded at `source_rate`."""
-    nyquist = min(sampling_rate, source_rate) / 2
-    if h_freq is not None and h_freq >= nyquist:
-        warnings.warn(
-            f"The low-pass edge {h_freq} Hz is at or above the Nyquist frequency {nyquist} Hz of a {source_rate} Hz "
-            "recording; only the high-pass applies and the upper edge is the Nyquist frequency.",
-            stacklevel=4,
-        )
-        h_freq = None
-    notch_freqs = ()
-    if notch_freq is not None:
-        upper = min(nyquist, h_freq if h_freq is not None else nyquist)
-        notch_freqs = tuple(float(f) for f in np.arange(notch_freq, upper, notch_freq))
-    if l_freq is None and h_freq is None and not notch_freqs:
+    kernel = _filter_kernel(sampling_rate, source_rate, l_freq, h_freq, notch_freq)
+    if kernel is None:
         return data
-    kernel = _fir_kernel(float(sampling_rate), l_freq, h_freq, notch_freqs)
     length = data.shape[-1]
     if len(kernel) > length:
         warnings.warn(
@@ -269,6 +257,27 @@ def _filter(
         padded = np.pad(rows[start : start + 8], [(0, 0), (edge, edge)], mode="reflect", reflect_type="odd")
         rows[start : start + 8] = oaconvolve(padded, kernel[None], mode="same", axes=-1)[:, edge : edge + length]
     return rows.reshape(data.shape)
+
+
+def _filter_kernel(
+    sampling_rate: float, source_rate: float, l_freq: float | None, h_freq: float | None, notch_freq: float | None
+) -> np.ndarray | None:
+    """The band-pass + notch kernel `_filter` applies at `sampling_rate` (None: nothing to filter)."""
+    nyquist = min(sampling_rate, source_rate) / 2
+    if h_freq is not None and h_freq >= nyquist:
+        warnings.warn(
+            f"The low-pass edge {h_freq} Hz is at or above the Nyquist frequency {nyquist} Hz of a {source_rate} Hz "
+            "recording; only the high-pass applies and the upper edge is the Nyquist frequency.",
+            stacklevel=5,
+        )
+        h_freq = None
+    notch_freqs = ()
+    if notch_freq is not None:
+        upper = min(nyquist, h_freq if h_freq is not None else nyquist)
+        notch_freqs = tuple(float(f) for f in np.arange(notch_freq, upper, notch_freq))
+    if l_freq is None and h_freq is None and not notch_freqs:
+        return None
+    return _fir_kernel(float(sampling_rate), l_freq, h_freq, notch_freqs)
 
 
 def preprocess_continuous(
@@ -335,6 +344,126 @@ def preprocess_continuous(
         eeg = _filter(eeg, target_sampling_rate, sampling_rate, l_freq, h_freq, notch_freq)
     eeg -= eeg.mean(axis=0, keepdims=True)
     return eeg.astype(np.float32), names
+
+
+def preprocess_continuous_chunks(
+    read,
+    n_times: int,
+    sampling_rate: float,
+    channel_names: Sequence[str],
+    *,
+    units: str = "uV",
+    l_freq: float | None = 0.1,
+    h_freq: float | None = 70.0,
+    notch_freq: float | None = 50.0,
+    apply_filters: bool = True,
+    channels: Sequence[str] | None = None,
+    target_sampling_rate: int = TARGET_SAMPLING_RATE,
+    min_channels: int = 1,
+    chunk_seconds: float = 300.0,
+    read_seconds: float = 60.0,
+) -> Iterator[np.ndarray]:
+    """`preprocess_continuous` of a long recording, read and returned piece by piece.
+
+    Args:
+        read: `read(start, stop)` returns the (C, stop - start) samples `start..stop` of the
+            recording's rows named by `channel_names`, in `units` (e.g. an `mne.io.Raw`'s
+            `get_data(picks, start=start, stop=stop)`).
+        n_times: the recording's length in samples.
+        chunk_seconds: output per piece; read_seconds: input per read.
+        The rest: as `preprocess_continuous`.
+
+    Yields float32 (C_kept, t) pieces, in time order, whose concatenation equals
+    `preprocess_continuous(read(0, n_times), ...)` to float64 rounding: the resampler gets each
+    piece with its neighbouring input and the recording's own line extension at both ends,
+    and the band-pass gets the resampled signal half its kernel beyond each piece, with MNE's
+    odd reflection at the recording's ends. Each input sample is read once, and memory is
+    bounded by `chunk_seconds` and `read_seconds`, not by the recording's length.
+    """
+    _check_sampling_rate(sampling_rate)
+    n_times = int(n_times)
+    factor = _mv_factor(units)
+    rows, names = select_channels(channel_names, channels, min_channels)
+    ratio = _resample_ratio(sampling_rate, target_sampling_rate)
+    up, down = ratio.numerator, ratio.denominator
+    n_out = -(-n_times * up // down)
+    kernel = _filter_kernel(target_sampling_rate, sampling_rate, l_freq, h_freq, notch_freq) if apply_filters else None
+    half = 0 if kernel is None else (len(kernel) - 1) // 2
+    step = max(up, int(round(chunk_seconds * target_sampling_rate / up)) * up)
+    if n_out <= step + 2 * half + 1:
+        eeg, _ = preprocess_continuous(
+            read(0, n_times), sampling_rate, channel_names, units=units, l_freq=l_freq, h_freq=h_freq,
+            notch_freq=notch_freq, apply_filters=apply_filters, channels=channels,
+            target_sampling_rate=target_sampling_rate, min_channels=min_channels,
+        )  # fmt: skip
+        yield eeg
+        return
+    if kernel is not None and len(kernel) % 2 == 0:
+        raise ValueError("the band-pass kernel must have odd length (zero phase)")
+    resample_poly = _import_resample_poly() if ratio != 1 else None
+    # Input margin a resampled stretch reads on each side (a multiple of `down`, so the
+    # stretch starts on the output grid).
+    margin = down * -(-(10 * max(up, down) // up + 2) // down) if ratio != 1 else 0
+    ends = np.concatenate([read(0, 1), read(n_times - 1, n_times)], axis=1)[rows].astype(np.float64)
+    slope = (ends[:, 1:] - ends[:, :1]) / max(n_times - 1, 1)
+    read_step = max(up, int(round(read_seconds * target_sampling_rate / up)) * up)
+
+    def resampled(first: int, last: int) -> np.ndarray:
+        """Resampled output samples first..last (float64, mV)."""
+        q_first, q_last = first // up, -(-last // up)
+        start, stop = q_first * down - margin, q_last * down + margin
+        low, high = max(start, 0), min(stop, n_times)
+        data = np.asarray(read(low, high), dtype=np.float64)
+        if low == start and high == stop:
+            block = data[rows]
+        else:
+            block = np.empty((len(rows), stop - start))
+            block[:, low - start : high - start] = data[rows]
+        del data
+        _check_finite(block[:, low - start : high - start], names)
+        if ratio == 1:
+            return block[:, first - start : last - start] * factor
+        # Beyond the recording's ends: the line through its first and last sample, as
+        # `resample_poly(..., padtype="line")` extends the whole recording.
+        if start < 0:
+            block[:, : -start] = ends[:, :1] + slope * np.arange(start, 0)
+        if stop > n_times:
+            block[:, n_times - start :] = ends[:, :1] + slope * np.arange(n_times, stop)
+        out = resample_poly(block, up, down, axis=-1, padtype="constant")
+        skip = margin * up // down - q_first * up
+        out = out[:, skip + first : skip + last]
+        out *= factor
+        return out
+
+    buffer, buffer_start = np.empty((len(rows), 0)), 0
+    position = 0
+    while position < n_out:
+        stop = min(n_out, position + step)
+        need_start, need_stop = max(0, position - half), min(n_out, stop + half)
+        buffer = buffer[:, need_start - buffer_start :]
+        buffer_start = need_start
+        pieces = [buffer]
+        end = buffer_start + buffer.shape[1]
+        while end < need_stop:
+            pieces.append(resampled(end, min(need_stop, end + read_step)))
+            end += pieces[-1].shape[1]
+        buffer = np.concatenate(pieces, axis=1) if len(pieces) > 1 else buffer
+        if kernel is None:
+            eeg = buffer[:, position - need_start : stop - need_start].copy()
+        else:
+            from scipy.signal import fftconvolve
+
+            left, right = half - (position - need_start), stop + half - need_stop
+            eeg = np.empty((len(rows), stop - position))
+            for first in range(0, len(rows), 16):
+                segment = buffer[first : first + 16]
+                if left or right:
+                    # Odd reflection at the recording's ends, as `_filter` pads.
+                    segment = np.pad(segment, [(0, 0), (left, right)], mode="reflect", reflect_type="odd")
+                eeg[first : first + 16] = fftconvolve(segment, kernel[None], mode="valid", axes=-1)
+        eeg -= eeg.mean(axis=0, keepdims=True)
+        yield eeg.astype(np.float32)
+        position = stop
 
 
 def _preprocess_epochs(
@@ -641,4 +770,5 @@ __all__ = [
     "E2LLMProcessor",
     "normalize_channel_name",
     "preprocess_continuous",
+    "preprocess_continuous_chunks",
 ]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from datasets import load_from_disk
 
-from processing_e2llm import EEGPT_58_CHANNELS, preprocess_continuous
+from processing_e2llm import EEGPT_58_CHANNELS, preprocess_continuous, preprocess_continuous_chunks
 from train import prepare as prepare_module
 from train.prepare import PAPER_TEST_FRACTION, list_jobs, main, split_indices, write_shard
 from train.qa import EMOTIONS
-from train.recordings import Clip, cut_segments, filter_pad_seconds, raw_clip_eeg
+from train.recordings import Clip, cut_segments, filter_pad_seconds, raw_clip_eeg, raw_clips_eeg
 from train.seed_vii import SEED_VII_CHANNELS, clip_emotion
 from train.synthesize import synthesize, synthesize_subject_raw
 
@@ -82,6 +82,39 @@ def test_a_clip_read_with_filter_context_equals_the_whole_recording_preprocessed
     clip = raw_clip_eeg(raw, Clip(50.0, 80.0, "sad", 1), "whole")
     assert filter_pad_seconds() >= 17
     np.testing.assert_allclose(clip, whole[:, 50 * 256 : 80 * 256], atol=1e-4 * np.abs(whole).max())
+
+
+@pytest.mark.parametrize("rate, samples", [(1000.0, 250_000), (1000.0, 250_123), (200.0, 41_000), (256.0, 60_000)])
+@pytest.mark.parametrize("apply_filters", [True, False])
+def test_preprocessing_in_pieces_equals_the_whole_recording_at_once(rate, samples, apply_filters):
+    rng = np.random.default_rng(0)
+    data = rng.normal(0, 20, (62, samples)).cumsum(1) * 0.05 + rng.normal(0, 20, (62, samples)) + 300.0
+    options = dict(units="uV", apply_filters=apply_filters, channels=EEGPT_58_CHANNELS)
+    whole, _ = preprocess_continuous(data, rate, SEED_VII_CHANNELS, **options)
+    pieces = list(
+        preprocess_continuous_chunks(lambda a, b: data[:, a:b], samples, rate, SEED_VII_CHANNELS, **options,
+                                     chunk_seconds=47.0, read_seconds=13.0)
+    )  # fmt: skip
+    assert len(pieces) > 3
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole, rtol=0, atol=1e-6 * np.abs(whole).max())
+
+
+def test_clips_read_together_equal_clips_read_one_by_one():
+    # Neighbouring clips share context, one clip crosses piece boundaries, one is shorter
+    # than its filter, one ends the recording, and the list is not in time order.
+    raw = _sine_raw([(0.3, 50e-6), (7.0, 20e-6), (50.0, 10e-6)], seconds=400.0)
+    clips = [Clip(3.0, 40.5, "happy", 1), Clip(45.0, 100.0, "sad", 2), Clip(190.0, 260.3, "sad", 3),
+             Clip(140.0, 150.0, "fear", 4), Clip(385.0, 400.0, "anger", 5)]  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="longer than the recording"):
+        together = list(raw_clips_eeg(raw, clips, "together", chunk_seconds=50.0))
+    assert [clip for clip, _ in together] == clips
+    with pytest.warns(RuntimeWarning, match="longer than the recording"):
+        one_by_one = [raw_clip_eeg(raw, clip, "one") for clip in clips]
+    for (_, eeg), reference in zip(together, one_by_one):
+        assert eeg.shape == reference.shape and eeg.dtype == np.float32
+        # Equal up to float32 rounding; the first clip, 3 s after the recording's start, also
+        # sees the resampler's edge extension drawn to a different last sample (1e-5).
+        np.testing.assert_allclose(eeg, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
 
 
 def test_segments_are_average_referenced_58_channels_in_mv(prepared):

@@ -49,11 +49,12 @@ from train.recordings import (
     Clip,
     clips_from_annotations,
     cut_segments,
+    filter_pad_seconds,
     find_recording_files,
     open_recording,
     parse_label_map,
     preprocess_clip,
-    raw_clip_eeg,
+    raw_clips_eeg,
     read_events_table,
 )
 
@@ -146,8 +147,7 @@ def _clips_and_eeg(job: Job) -> Iterator[tuple[Clip, np.ndarray]]:
             clips = read_events_table(job.events, job.label_map)
         else:
             clips = clips_from_annotations(raw, job.label_map, job.path)
-    for clip in clips:
-        yield clip, raw_clip_eeg(raw, clip, job.path)
+    yield from raw_clips_eeg(raw, clips, job.path)
 
 
 def segment_rows(job: Job) -> Iterator[dict]:
@@ -203,6 +203,8 @@ def build_shards(jobs: list[Job], shards: Path, num_workers: int) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
     todo = [job for job in jobs if not (shards / job.key / SHARD_FILE).is_file()]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="recordings", unit="recording")
+    if any(job.kind != "seed-vii-preprocessed" for job in todo):
+        filter_pad_seconds()  # designs the band-pass once, before the workers fork
     if num_workers <= 1:
         for job in todo:
             write_shard(job, str(shards))

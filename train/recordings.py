@@ -1,18 +1,20 @@
 """EEG recordings -> the paper's 10 s segments, for SEED-VII and for any recording MNE reads.
 
-Every recording goes through the same steps, one clip at a time:
+Every recording goes through the same steps:
 
-1. read the clip plus :func:`filter_pad_seconds` of its neighbouring recording on each side
-   (lazily, through MNE), so the band-pass sees the continuous recording around the clip;
-2. :func:`processing_e2llm.preprocess_continuous` (the feature extractor's own code):
-   EEGPT's 58 electrodes in vocabulary order, mV, 256 Hz, 0.1-70 Hz band-pass, 50 Hz notch,
-   global average reference (``.mat`` data, filtered already, skips the filters);
-3. the padding is cut away again and the clip is cut into whole 10 s segments
-   (2560 samples) from its start; a shorter remainder is dropped.
+1. each clip needs itself plus :func:`filter_pad_seconds` of its neighbouring recording on each
+   side, so the band-pass sees the continuous recording around the clip; where these stretches
+   meet they are merged, and each merged stretch is read once (lazily, through MNE, in pieces);
+2. :func:`processing_e2llm.preprocess_continuous_chunks` (the feature extractor's own code,
+   piece by piece): EEGPT's 58 electrodes in vocabulary order, mV, 256 Hz, 0.1-70 Hz
+   band-pass, 50 Hz notch, global average reference (``.mat`` data, filtered already, goes
+   through :func:`processing_e2llm.preprocess_continuous` clip by clip and skips the filters);
+3. each clip is cut out of its stretch and into whole 10 s segments (2560 samples) from its
+   start; a shorter remainder is dropped.
 
 With the padding wider than half the longest filter, each clip equals the matching stretch of
 the whole recording filtered at once (the paper's order), while memory stays bounded by the
-longest clip rather than the recording.
+pieces and the longest clip rather than the recording, and no sample is filtered twice.
 
 Recordings of your own (EDF, BDF, FIF, BrainVision, EEGLAB, CNT, ... anything
 ``mne.io.read_raw`` opens) bring their clips as annotations with durations or as a BIDS-style
@@ -35,12 +37,23 @@ from pathlib import Path
 
 import numpy as np
 
-from processing_e2llm import EEGPT_58_CHANNELS, TARGET_SAMPLING_RATE, normalize_channel_name, preprocess_continuous
+from processing_e2llm import (
+    EEGPT_58_CHANNELS,
+    TARGET_SAMPLING_RATE,
+    _filter_kernel,
+    normalize_channel_name,
+    preprocess_continuous,
+    preprocess_continuous_chunks,
+)
 from train.qa import EMOTIONS
 
 SEGMENT_SECONDS = 10
 SEGMENT_SAMPLES = SEGMENT_SECONDS * TARGET_SAMPLING_RATE
 L_FREQ, H_FREQ, NOTCH_FREQ = 0.1, 70.0, 50.0
+# Any rate above 140 Hz gives the full 0.1-70 Hz band-pass and 50 Hz notch at 256 Hz.
+RAW_RATE_FOR_PADDING = 1000.0
+# Output per piece of the continuous preprocessing of a raw recording (memory vs. overlap).
+CHUNK_SECONDS = 300.0
 
 MNE_EXTENSIONS = (".edf", ".bdf", ".fif", ".vhdr", ".set", ".cnt", ".gdf")
 
@@ -101,14 +114,8 @@ def filter_pad_seconds() -> float:
     256 Hz; half that combined kernel (about 20 s, set by the 0.1 Hz high-pass) plus a second
     of margin for the resampler.
     """
-    import mne
-
-    band = mne.filter.create_filter(None, TARGET_SAMPLING_RATE, L_FREQ, H_FREQ, verbose="error").shape[-1]
-    notch = mne.filter.create_filter(
-        None, TARGET_SAMPLING_RATE, NOTCH_FREQ + 0.625, NOTCH_FREQ - 0.625, l_trans_bandwidth=0.5,
-        h_trans_bandwidth=0.5, verbose="error",
-    ).shape[-1]
-    return float(math.ceil((band + notch) / 2 / TARGET_SAMPLING_RATE) + 1)
+    kernel = _filter_kernel(TARGET_SAMPLING_RATE, RAW_RATE_FOR_PADDING, L_FREQ, H_FREQ, NOTCH_FREQ)
+    return float(math.ceil((len(kernel) + 1) / 2 / TARGET_SAMPLING_RATE) + 1)
 
 
 def raw_clip_eeg(raw, clip: Clip, source: str, pad_seconds: float | None = None) -> np.ndarray:
@@ -137,6 +144,94 @@ def raw_clip_eeg(raw, clip: Clip, source: str, pad_seconds: float | None = None)
     offset = int(round((start - read_start) / sfreq * TARGET_SAMPLING_RATE))
     length = int(math.floor((stop - start) / sfreq * TARGET_SAMPLING_RATE))
     return eeg[:, offset : offset + length]
+
+
+def _clip_samples(raw, clip: Clip, source: str) -> tuple[int, int]:
+    sfreq = float(raw.info["sfreq"])
+    start = int(round(clip.start * sfreq))
+    stop = int(round(clip.stop * sfreq))
+    if not 0 <= start < stop <= raw.n_times:
+        raise ValueError(
+            f"{source}: clip of video {clip.video} spans samples {start}..{stop}, "
+            f"outside the recording's 0..{raw.n_times}"
+        )
+    return start, stop
+
+
+def raw_clips_eeg(
+    raw, clips: list[Clip], source: str, pad_seconds: float | None = None, chunk_seconds: float = CHUNK_SECONDS
+) -> Iterator[tuple[Clip, np.ndarray]]:
+    """Yield ``(clip, eeg)`` for each of ``clips``, in their order, reading ``raw`` once.
+
+    Each clip's ``eeg`` is what :func:`raw_clip_eeg` returns for it. Instead of reading and
+    filtering every clip with its own context, the stretches a clip needs (the clip plus
+    ``pad_seconds`` each side) are merged where they meet, and each merged stretch is read and
+    preprocessed once, in pieces (:func:`processing_e2llm.preprocess_continuous_chunks`), so
+    neighbouring clips share their context, no sample is resampled or filtered twice, and memory
+    stays bounded by ``chunk_seconds`` and the longest clip.
+    """
+    sfreq = float(raw.info["sfreq"])
+    pad = filter_pad_seconds() if pad_seconds is None else pad_seconds
+    step = (Fraction(sfreq).limit_denominator(1000) / TARGET_SAMPLING_RATE).limit_denominator(1000).numerator
+    picks = [i for i, name in enumerate(raw.ch_names) if normalize_channel_name(name) in EEGPT_58_CHANNELS]
+    names = [raw.ch_names[i] for i in picks]
+    missing = missing_channels(names)
+    if missing:
+        raise ValueError(f"{source} lacks EEG channels {missing}; all 58 EEGPT electrodes are required")
+    wanted = []
+    for index, clip in enumerate(clips):
+        start, stop = _clip_samples(raw, clip, source)
+        read_start = max(0, start - int(pad * sfreq)) // step * step
+        read_stop = min(raw.n_times, stop + int(pad * sfreq))
+        wanted.append((read_start, read_stop, start, stop, index))
+    # Stretches that overlap are read as one; each starts on the resampler's grid.
+    spans: list[list] = []
+    for read_start, read_stop, start, stop, index in sorted(wanted):
+        if spans and read_start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], read_stop)
+            spans[-1][2].append((start, stop, index))
+        else:
+            spans.append([read_start, read_stop, [(start, stop, index)]])
+    done: dict[int, np.ndarray] = {}
+    next_index = 0
+    for span_start, span_stop, members in spans:
+        targets = {}
+        for start, stop, index in members:
+            offset = int(round((start - span_start) / sfreq * TARGET_SAMPLING_RATE))
+            length = int(math.floor((stop - start) / sfreq * TARGET_SAMPLING_RATE))
+            targets[index] = (offset, np.empty((len(EEGPT_58_CHANNELS), length), dtype=np.float32), 0)
+
+        def read(first, last, span_start=span_start):
+            # All channels: MNE reads every channel from disk anyway, and picking costs a copy.
+            return raw.get_data(start=span_start + first, stop=span_start + last)
+
+        position = 0
+        pieces = preprocess_continuous_chunks(
+            read, span_stop - span_start, sfreq, raw.ch_names, units="V", l_freq=L_FREQ, h_freq=H_FREQ,
+            notch_freq=NOTCH_FREQ, channels=EEGPT_58_CHANNELS, min_channels=len(EEGPT_58_CHANNELS),
+            chunk_seconds=chunk_seconds,
+        )  # fmt: skip
+        for piece in pieces:
+            end = position + piece.shape[1]
+            for index, (offset, eeg, filled) in list(targets.items()):
+                first, last = max(position, offset + filled), min(end, offset + eeg.shape[1])
+                if first < last:
+                    eeg[:, first - offset : last - offset] = piece[:, first - position : last - position]
+                    filled = last - offset
+                    targets[index] = (offset, eeg, filled)
+                if filled == eeg.shape[1]:
+                    done[index] = eeg
+                    del targets[index]
+            position = end
+            while next_index in done:
+                yield clips[next_index], done.pop(next_index)
+                next_index += 1
+        for index, (offset, eeg, filled) in targets.items():
+            # A clip reaching past the end of the resampled stretch keeps what exists (as slicing does).
+            done[index] = eeg[:, :filled]
+        while next_index in done:
+            yield clips[next_index], done.pop(next_index)
+            next_index += 1
 
 
 def cut_segments(
