@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import zipfile
 from collections import Counter
+from xml.sax.saxutils import escape
 
 import mne
 import numpy as np
@@ -22,7 +24,9 @@ from train.seed_vii import (
     read_continuous_labels,
     read_preprocessed_clips,
     read_raw_recording,
+    read_xlsx_cells,
     session_clip_bounds,
+    verify_stimuli_order,
 )
 
 SESSIONS = {
@@ -79,6 +83,113 @@ def test_stimuli_order_sheet_that_disagrees_names_the_video():
     rows[2][1] = "fear"
     with pytest.raises(ValueError, match="video 3 as 'fear'"):
         check_stimuli_order(rows)
+
+
+def _column(index):
+    letters = ""
+    while index >= 0:
+        letters = chr(ord("A") + index % 26) + letters
+        index = index // 26 - 1
+    return letters
+
+
+def _write_xlsx(path, rows, inline=False):
+    """A minimal workbook: strings shared (or inline), numbers as numbers, on the first sheet."""
+    shared, cells_xml = [], []
+    for r, row in enumerate(rows, start=1):
+        cells = []
+        for c, value in enumerate(row):
+            ref = f"{_column(c)}{r}"
+            if value is None:
+                continue
+            if isinstance(value, str) and inline:
+                cells.append(f'<c r="{ref}" t="inlineStr"><is><t>{escape(value)}</t></is></c>')
+            elif isinstance(value, str):
+                shared.append(value)
+                cells.append(f'<c r="{ref}" t="s"><v>{len(shared) - 1}</v></c>')
+            else:
+                cells.append(f'<c r="{ref}"><v>{value}</v></c>')
+        cells_xml.append(f'<row r="{r}">{"".join(cells)}</row>')
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    package = "http://schemas.openxmlformats.org/package/2006/relationships"
+    parts = {
+        "[Content_Types].xml": (
+            '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            '<Default Extension="xml" ContentType="application/xml"/>'
+            '<Override PartName="/xl/workbook.xml" '
+            'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+            '<Override PartName="/xl/worksheets/sheet1.xml" '
+            'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+            '<Override PartName="/xl/sharedStrings.xml" '
+            'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>'
+        ),
+        "xl/workbook.xml": (
+            f'<workbook xmlns="{main}" xmlns:r="{rel}"><sheets>'
+            '<sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>'
+        ),
+        "xl/_rels/workbook.xml.rels": (
+            f'<Relationships xmlns="{package}">'
+            f'<Relationship Id="rId1" Type="{rel}/worksheet" Target="worksheets/sheet1.xml"/>'
+            f'<Relationship Id="rId2" Type="{rel}/sharedStrings" Target="sharedStrings.xml"/></Relationships>'
+        ),
+        "xl/worksheets/sheet1.xml": f'<worksheet xmlns="{main}"><sheetData>{"".join(cells_xml)}</sheetData></worksheet>',
+        "xl/sharedStrings.xml": (
+            f'<sst xmlns="{main}" count="{len(shared)}" uniqueCount="{len(shared)}">'
+            + "".join(f"<si><t>{escape(s)}</t></si>" for s in shared)
+            + "</sst>"
+        ),
+    }
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in parts.items():
+            archive.writestr(name, '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>' + text)
+    return path
+
+
+def _stimuli_rows():
+    """One row per video: session, video number, emotion name, under a header row."""
+    return [["Session", "Video index", "Emotion label"]] + [
+        [1 + (v - 1) // 20, v, clip_emotion(v).title()] for v in range(1, 81)
+    ]
+
+
+def test_xlsx_reader_gives_shared_strings_and_numbers_in_place(tmp_path):
+    path = _write_xlsx(tmp_path / "book.xlsx", [["a", None, 3], [None, 2.5, "b & c"]])
+    assert read_xlsx_cells(path) == [["a", None, 3], [None, 2.5, "b & c"]]
+    inline = _write_xlsx(tmp_path / "inline.xlsx", [["x", 1]], inline=True)
+    assert read_xlsx_cells(inline) == [["x", 1]]
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_stimuli_order_workbook_agreeing_with_the_table_is_checked(tmp_path, inline):
+    _write_xlsx(tmp_path / "emotion_label_and_stimuli_order.xlsx", _stimuli_rows(), inline=inline)
+    assert verify_stimuli_order(tmp_path) is True
+
+
+def test_stimuli_order_workbook_by_session_rows_is_checked(tmp_path):
+    # A row of video numbers above a row of emotion names, session by session.
+    rows = []
+    for session in range(1, 5):
+        videos = list(range((session - 1) * 20 + 1, session * 20 + 1))
+        rows += [[f"Session {session}", *videos], ["Emotion", *(clip_emotion(v).title() for v in videos)]]
+    _write_xlsx(tmp_path / "emotion_label_and_stimuli_order.xlsx", rows)
+    assert verify_stimuli_order(tmp_path) is True
+
+
+def test_stimuli_order_workbook_that_disagrees_names_the_file_and_video(tmp_path):
+    rows = _stimuli_rows()
+    rows[3][2] = "Fear"  # video 3 is disgust
+    _write_xlsx(tmp_path / "emotion_label_and_stimuli_order.xlsx", rows)
+    with pytest.raises(ValueError, match=r"emotion_label_and_stimuli_order\.xlsx gives video 3 as 'fear'"):
+        verify_stimuli_order(tmp_path)
+
+
+def test_unreadable_stimuli_order_workbook_is_refused_naming_it(tmp_path):
+    (tmp_path / "emotion_label_and_stimuli_order.xlsx").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"emotion_label_and_stimuli_order\.xlsx is not a readable \.xlsx"):
+        verify_stimuli_order(tmp_path)
+    assert verify_stimuli_order(tmp_path / "elsewhere") is False
 
 
 def test_preprocessed_reader_yields_80_clips_in_video_order(tmp_path):

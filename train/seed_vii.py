@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,47 +85,152 @@ def video_number(session: int, clip_index: int) -> int:
     return (session - 1) * CLIPS_PER_SESSION + clip_index + 1
 
 
-def check_stimuli_order(cells: list[list[object]]) -> None:
+STIMULI_ORDER_FILE = "emotion_label_and_stimuli_order.xlsx"
+
+
+def _video_numbers(row) -> list[int]:
+    numbers = []
+    for cell in row:
+        if isinstance(cell, bool) or cell is None:
+            continue
+        if isinstance(cell, (int, float, np.integer, np.floating)) and float(cell).is_integer():
+            number = int(cell)
+        elif isinstance(cell, str) and cell.strip().isdigit():
+            number = int(cell.strip())
+        else:
+            continue
+        if 1 <= number <= NUM_VIDEOS:
+            numbers.append(number)
+    return numbers
+
+
+def check_stimuli_order(cells: list[list[object]], source: str = STIMULI_ORDER_FILE) -> None:
     """Check the clip table against the rows of ``emotion_label_and_stimuli_order.xlsx``.
 
-    ``cells`` is the sheet as rows of cell values. Every cell naming an emotion (any case)
+    ``cells`` is the sheet as rows of cell values. Rows that hold one emotion name (any case)
+    beside a video number (1..80; the largest number of the row, so a session or clip column
+    beside it does no harm) give that video's emotion when they cover all 80 videos once each.
+    Otherwise (say, a row of video numbers above a row of emotions) every cell naming an emotion
     is taken in reading order; those 80 names must equal ``clip_emotion(1..80)``.
-    Raises ValueError naming the first video that disagrees.
+    Raises ValueError naming ``source`` and the first video that disagrees.
     """
-    names = [
-        str(cell).strip().lower()
-        for row in cells
-        for cell in row
-        if cell is not None and str(cell).strip().lower() in EMOTIONS
-    ]
+    paired: dict[int, str] = {}
+    unique = True
+    for row in cells:
+        names = [str(c).strip().lower() for c in row if c is not None and str(c).strip().lower() in EMOTIONS]
+        numbers = _video_numbers(row)
+        if len(names) == 1 and numbers:
+            video = max(numbers)
+            unique = unique and video not in paired
+            paired[video] = names[0]
+    if unique and sorted(paired) == list(range(1, NUM_VIDEOS + 1)):
+        names = [paired[video] for video in range(1, NUM_VIDEOS + 1)]
+    else:
+        names = [
+            str(cell).strip().lower()
+            for row in cells
+            for cell in row
+            if cell is not None and str(cell).strip().lower() in EMOTIONS
+        ]
     if len(names) != NUM_VIDEOS:
-        raise ValueError(f"emotion_label_and_stimuli_order.xlsx names {len(names)} emotions; expected {NUM_VIDEOS}")
+        raise ValueError(f"{source} names {len(names)} emotions; expected {NUM_VIDEOS}")
     for video, name in enumerate(names, start=1):
         if name != clip_emotion(video):
-            raise ValueError(
-                f"emotion_label_and_stimuli_order.xlsx gives video {video} as {name!r}; "
-                f"the clip table says {clip_emotion(video)!r}"
-            )
+            raise ValueError(f"{source} gives video {video} as {name!r}; the clip table says {clip_emotion(video)!r}")
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _column_index(reference: str) -> int:
+    """``"B7"`` -> 1 (columns from 0)."""
+    index = 0
+    for char in reference:
+        if not char.isalpha():
+            break
+        index = index * 26 + ord(char.upper()) - ord("A") + 1
+    return index - 1
+
+
+def read_xlsx_cells(path: str | Path) -> list[list[object]]:
+    """The cells of an ``.xlsx`` workbook's first sheet as rows of values, with the standard library only.
+
+    An ``.xlsx`` is a zip of XML parts: ``xl/workbook.xml`` lists the sheets, its relationships
+    name each sheet's part, ``xl/sharedStrings.xml`` holds the strings cells refer to. Values come
+    back as ``str`` (shared, inline or formula strings), ``int`` or ``float`` (numbers), ``bool``,
+    or None for empty cells; rows are padded to their last filled column. Raises ValueError
+    naming the file when it is not a readable workbook.
+    """
+    import posixpath
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = set(archive.namelist())
+            sheet = "xl/worksheets/sheet1.xml"
+            if "xl/workbook.xml" in parts and "xl/_rels/workbook.xml.rels" in parts:
+                workbook = ET.fromstring(archive.read("xl/workbook.xml"))
+                first = next((e for e in workbook.iter() if _local(e.tag) == "sheet"), None)
+                rid = None if first is None else next((v for k, v in first.attrib.items() if _local(k) == "id"), None)
+                for rel in ET.fromstring(archive.read("xl/_rels/workbook.xml.rels")):
+                    if rel.get("Id") == rid and rel.get("Target"):
+                        target = rel.get("Target")
+                        sheet = target.lstrip("/") if target.startswith("/") else posixpath.normpath("xl/" + target)
+            strings = []
+            if "xl/sharedStrings.xml" in parts:
+                for item in ET.fromstring(archive.read("xl/sharedStrings.xml")):
+                    if _local(item.tag) == "si":
+                        # Plain (<t>) or rich text (runs <r><t>); phonetic hints (<rPh>) are not text.
+                        skip = {id(t) for ph in item.iter() if _local(ph.tag) == "rPh" for t in ph.iter()}
+                        texts = [t.text or "" for t in item.iter() if _local(t.tag) == "t" and id(t) not in skip]
+                        strings.append("".join(texts))
+            root = ET.fromstring(archive.read(sheet))
+    except (OSError, KeyError, zipfile.BadZipFile, ET.ParseError) as error:
+        raise ValueError(f"{path} is not a readable .xlsx workbook: {error}") from error
+    rows: list[list[object]] = []
+    for row in (e for e in root.iter() if _local(e.tag) == "row"):
+        values: dict[int, object] = {}
+        for position, cell in enumerate(c for c in row if _local(c.tag) == "c"):
+            column = _column_index(cell.get("r", "")) if cell.get("r") else position
+            kind = cell.get("t", "n")
+            raw = next((c.text for c in cell if _local(c.tag) == "v"), None)
+            try:
+                if kind == "inlineStr":
+                    value = "".join(t.text or "" for t in cell.iter() if _local(t.tag) == "t")
+                elif raw is None:
+                    continue
+                elif kind == "s":
+                    value = strings[int(raw)]
+                elif kind in ("str", "e"):
+                    value = raw
+                elif kind == "b":
+                    value = raw.strip() == "1"
+                else:
+                    number = float(raw)
+                    value = int(number) if number.is_integer() else number
+            except (ValueError, IndexError) as error:
+                raise ValueError(f"{path}: cell {cell.get('r', '?')} cannot be read ({error})") from error
+            values[column] = value
+        index = int(row.get("r", len(rows) + 1)) - 1
+        while len(rows) < index:
+            rows.append([])
+        rows.append([values.get(c) for c in range(max(values) + 1)] if values else [])
+    return rows
 
 
 def verify_stimuli_order(root: str | Path) -> bool:
-    """Check the clip table against ``ROOT/emotion_label_and_stimuli_order.xlsx`` if it can be read.
+    """Check the clip table against ``ROOT/emotion_label_and_stimuli_order.xlsx`` when it is there.
 
-    Returns True when the file was read and agrees, False when it is absent or cannot be
-    read (no Excel reader installed); raises ValueError when it disagrees.
+    Returns True when the file was read and agrees, False when it is absent; raises
+    ValueError naming the file when it cannot be read or disagrees.
     """
-    path = Path(root) / "emotion_label_and_stimuli_order.xlsx"
+    path = Path(root) / STIMULI_ORDER_FILE
     if not path.is_file():
         return False
-    try:
-        import pandas as pd
-
-        sheets = pd.read_excel(path, sheet_name=None, header=None)
-    except ImportError:
-        warnings.warn(f"{path} not checked: reading .xlsx needs openpyxl (pip install openpyxl)", stacklevel=2)
-        return False
-    cells = [row for sheet in sheets.values() for row in sheet.itertuples(index=False)]
-    check_stimuli_order(cells)
+    check_stimuli_order(read_xlsx_cells(path), str(path))
     return True
 
 
