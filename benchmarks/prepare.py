@@ -13,10 +13,15 @@ in a fresh process so peak memory is its own:
 - prepare from the same subjects' `EEG_preprocessed/*.mat` (200 Hz, already filtered), the form
   most users of SEED-VII start from.
 
-It prints seconds of clip EEG prepared per wall second, peak resident memory of the process
-tree (workers included), the ratio to the baseline, and the projection for all of SEED-VII
-(75.6 hours of clips: 27,205 segments of 10 s, about 170 s per clip; pass --clip-seconds 170
-for that clip length, as each clip is read with ~21 s of filter context on either side).
+It prints seconds of clip EEG prepared per wall second and per CPU second (this process and its
+workers; CPU time holds on a shared machine, wall time does not), peak memory of the process
+tree (proportional set size, so pages that forked workers share count once), the ratios to the
+baseline, and projections for all of SEED-VII (75.6 hours of clips: 27,205 segments of 10 s,
+about 170 s per clip): this run's fastest wall rate scaled up (fixed costs such as imports and
+the QA sets included, so an overestimate for small runs), and, with two or more sessions, the
+steady-state rate of one warm worker (CPU seconds per recording after the first) for 2 free cores
+plus this run's fixed costs. `prepare` reads each recording once, with ~21 s of filter context
+around each clip where clips are further apart than that.
 """
 
 from __future__ import annotations
@@ -35,34 +40,67 @@ from pathlib import Path
 SEED_VII_CLIP_SECONDS = 27_205 * 10
 
 
-def _measured(function, *args) -> tuple[float, float]:
-    """Run ``function(*args)``; return (wall seconds, peak MiB of this process plus its children).
+def _measured(function, *args) -> tuple[float, float, float]:
+    """Run ``function(*args)``; return (wall seconds, CPU seconds, peak MiB of this process and its children).
 
-    Memory is sampled every 20 ms over the process tree, so parallel workers count together.
+    CPU seconds count this process and the worker processes it waited for, so they hold on a
+    machine shared with other work, where wall time does not. Memory is sampled every 200 ms over
+    the process tree as proportional set size (pages shared between forked workers counted once
+    in all, not once per worker), so parallel workers count together. The sampler's own CPU time
+    is left out.
     """
+    import resource
+
     import psutil
 
-    process, peak, done = psutil.Process(), [0], threading.Event()
+    process, peak, sampler_cpu, done = psutil.Process(), [0], [0.0], threading.Event()
 
     def sample():
         while not done.is_set():
             total = 0
             for member in [process, *process.children(recursive=True)]:
                 try:
-                    total += member.memory_info().rss
-                except psutil.NoSuchProcess:
+                    total += member.memory_full_info().pss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
             peak[0] = max(peak[0], total)
-            done.wait(0.02)
+            sampler_cpu[0] = time.thread_time()
+            done.wait(0.2)
+
+    def cpu() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu()
     function(*args)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, cpu() - cpu_start
     done.set()
     sampler.join()
-    return seconds, peak[0] / 2**20
+    return seconds, cpu_seconds - sampler_cpu[0], peak[0] / 2**20
+
+
+def steady_state(root: str, out: str) -> tuple[float, int]:
+    """CPU seconds per raw recording once a worker is warm: the first recording is processed
+    untimed (imports, filter design), the others timed. Returns (CPU seconds, clip seconds timed)."""
+    from train.prepare import list_jobs, write_shard
+    from train.recordings import filter_pad_seconds
+    from train.seed_vii import read_raw_recording, session_clip_bounds
+
+    jobs = list_jobs("seed-vii", root, source="raw")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    filter_pad_seconds()
+    write_shard(jobs[0], out)
+    start = time.process_time()
+    for job in jobs[1:]:
+        write_shard(job, out)
+    seconds = time.process_time() - start
+    clips = 0.0
+    for job in jobs[1:]:
+        raw = read_raw_recording(job.path)
+        clips += sum(stop - start for start, stop in session_clip_bounds(raw, Path(job.path).stem, root, job.path))
+    return seconds, int(round(clips))
 
 
 def baseline(root: str, out: str) -> None:
@@ -106,10 +144,19 @@ def run_prepare(root: str, out: str, num_workers: int, source: str = "raw") -> N
     prepare("seed-vii", root, out, source=source, num_workers=num_workers, sizes=sizes)
 
 
+def _with_default_start_method(function, *args):
+    # A spawned process inherits "spawn" as its start method; `e2llm prepare` run from a shell
+    # gets the platform's default (fork on Linux with Python < 3.14), so its workers do too.
+    import multiprocessing
+
+    multiprocessing.set_start_method(None, force=True)
+    return function(*args)
+
+
 def _isolated(function, *args):
     """Run in a fresh small process, so neither memory nor imports carry over between runs."""
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
+        return pool.submit(_with_default_start_method, function, *args).result()
 
 
 def main() -> int:
@@ -132,7 +179,7 @@ def main() -> int:
     print(f"{args.subjects} subject(s) x {args.sessions} session(s) x 20 clips x {args.clip_seconds} s = "
           f"{clip_seconds} s of 62-channel 1000 Hz EEG in clips")
 
-    results = {}
+    results, cpu = {}, {}
     for name, function, extra in (
         ("baseline: per-clip MNE script", baseline, ()),
         ("prepare, 1 worker", run_prepare, (1,)),
@@ -140,23 +187,37 @@ def main() -> int:
     ):
         out = workdir / f"out-{len(results)}"
         shutil.rmtree(out, ignore_errors=True)
-        seconds, peak = _isolated(_measured, function, str(root), str(out), *extra)
-        results[name] = seconds
+        seconds, cpu_seconds, peak = _isolated(_measured, function, str(root), str(out), *extra)
+        results[name], cpu[name] = seconds, cpu_seconds
         shutil.rmtree(out, ignore_errors=True)
         ratio = results["baseline: per-clip MNE script"] / seconds
+        cpu_ratio = cpu["baseline: per-clip MNE script"] / cpu_seconds
         print(f"{name:32s} {seconds:7.1f} s wall  {clip_seconds / seconds:6.1f} EEG-s/s  x{ratio:5.2f} vs baseline  "
+              f"{cpu_seconds:6.1f} CPU-s  {clip_seconds / cpu_seconds:6.1f} EEG-s per CPU-s  x{cpu_ratio:5.2f}  "
               f"peak memory {peak:6.0f} MiB (process and workers)")
     rate = clip_seconds / min(results.values())
-    print(f"projection for all of SEED-VII ({SEED_VII_CLIP_SECONDS / 3600:.1f} h of clips) from EEG_raw: "
-          f"{SEED_VII_CLIP_SECONDS / rate / 60:.1f} min at {rate:.0f} EEG-s/s")
+    print(f"projection for all of SEED-VII ({SEED_VII_CLIP_SECONDS / 3600:.1f} h of clips) from EEG_raw, this run's "
+          f"fastest wall rate scaled: {SEED_VII_CLIP_SECONDS / rate / 60:.1f} min at {rate:.0f} EEG-s/s")
+    if args.sessions > 1:
+        out = workdir / "out-steady"
+        shutil.rmtree(out, ignore_errors=True)
+        steady_cpu, steady_clips = _isolated(steady_state, str(root), str(out))
+        shutil.rmtree(out, ignore_errors=True)
+        per_core = steady_clips / steady_cpu
+        fixed = results["prepare, 1 worker"] - clip_seconds / per_core
+        minutes = (max(fixed, 0.0) + SEED_VII_CLIP_SECONDS / per_core / 2) / 60
+        print(f"steady state, one warm worker: {per_core:.0f} EEG-s per CPU-s ({steady_clips} s of clips in "
+              f"{steady_cpu:.1f} CPU-s); projection for all of SEED-VII from EEG_raw on 2 free cores "
+              f"(this run's fixed costs, {max(fixed, 0.0):.0f} s, plus 2 workers at that rate): {minutes:.1f} min")
     # The synthetic .mat files hold all 80 videos of each subject, whatever --sessions says.
     mat_seconds = args.subjects * 80 * args.clip_seconds
     out = workdir / "out-mat"
-    seconds, peak = _isolated(_measured, run_prepare, str(root), str(out), args.num_workers, "preprocessed")
+    seconds, cpu_seconds, peak = _isolated(_measured, run_prepare, str(root), str(out), args.num_workers,
+                                           "preprocessed")
     shutil.rmtree(out, ignore_errors=True)
     rate = mat_seconds / seconds
     print(f"{'prepare from .mat, ' + str(args.num_workers) + ' workers':32s} {seconds:7.1f} s wall  {rate:6.1f} EEG-s/s"
-          f"  ({mat_seconds} s of 200 Hz clips)  peak memory {peak:6.0f} MiB")
+          f"  {cpu_seconds:6.1f} CPU-s  ({mat_seconds} s of 200 Hz clips)  peak memory {peak:6.0f} MiB")
     print(f"projection for all of SEED-VII from EEG_preprocessed: {SEED_VII_CLIP_SECONDS / rate / 60:.1f} min")
     if not args.workdir:
         shutil.rmtree(workdir)
