@@ -83,6 +83,16 @@ def test_padding_carries_no_loss(processor, store):
     assert (batch["labels"][padding] == IGNORE_INDEX).all()
 
 
+def test_rows_are_padded_on_the_left_so_answers_end_together(processor, store):
+    collator = E2LLMCollator(processor, store, crop="center")
+    batch = collator([sample(["s0"], "Q?", ["A long answer with several words in it."]), sample(["s1"], "Q?", ["Short."])])
+    assert batch["attention_mask"][:, -1].tolist() == [1, 1]
+    assert batch["attention_mask"][1, 0] == 0
+    last = [int((row != IGNORE_INDEX).nonzero().max()) for row in batch["labels"]]
+    assert last[0] == last[1] >= batch["labels"].shape[1] - 2
+    assert (batch["labels"][:, last[0]] == processor.tokenizer.convert_tokens_to_ids("<|im_end|>")).all()
+
+
 def test_windows_are_stacked_in_placeholder_order_across_the_batch(processor, store):
     collator = E2LLMCollator(processor, store, crop="center")
     batch = collator([sample(["s3", "s0", "s4"], "Q?", ["A."]), sample(["s2"], "Q?", ["B."])])

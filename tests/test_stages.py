@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -399,8 +400,46 @@ def test_lm_warmup_trains_a_tiny_qwen3_on_the_task_texts(data, tmp_path):
     assert sum(losses[-2:]) / 2 < 0.9 * sum(losses[:2]) / 2
     model = AutoModelForCausalLM.from_pretrained(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
-    assert type(model).__name__ == "Qwen3ForCausalLM" and model.config.hidden_size == 64
+    assert type(model).__name__ == "Qwen3ForCausalLM" and model.config.hidden_size == 128
+    assert model.config.vocab_size == 151936 and "demo-only" in (tmp_path / "README.md").read_text()
     assert tokenizer.convert_tokens_to_ids(["<eeg>", "<eeg_start>", "<eeg_end>"]) == [151669, 151670, 151671]
+
+
+def test_lm_warmup_writes_each_eeg_span_as_its_segments_emotion(data, qwen3_tokenizer):
+    from datasets import load_from_disk
+
+    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+    from train.lm_warmup import chat_texts
+
+    processor = E2LLMProcessor(E2LLMFeatureExtractor(), qwen3_tokenizer)
+    qa = load_from_disk(str(data / "qa"))["train"].select(range(8))
+    segments = load_from_disk(str(data / "segments"))["train"]
+    emotions = dict(zip(segments["id"], segments["emotion"]))
+    texts = chat_texts(qa, processor, emotions)
+    for row, text in zip(qa, texts):
+        spans = re.findall(r"<eeg_start>(.*?)<eeg_end>", text["prompt"])
+        assert spans == [f" {emotions[segment]}" * 16 for segment in row["segment_ids"]]
+        assert "<eeg>" not in text["prompt"] and text["completion"].endswith("Answer: " + row["answer"])
+    bare = chat_texts(qa, processor)
+    assert all(t["prompt"].count("<eeg>") == 16 * len(r["segment_ids"]) for r, t in zip(qa, bare))
+
+
+def test_lm_warmup_compact_vocabulary_expands_to_the_same_model_on_its_tokens(tiny_text_config):
+    from transformers import Qwen3ForCausalLM
+
+    from train.lm_warmup import compact_config, expand_vocabulary
+
+    vocabulary = [0, 17, 9707, 1879, 151643, 151645, 151670]
+    torch.manual_seed(0)
+    compact = Qwen3ForCausalLM(compact_config(tiny_text_config, vocabulary)).eval()
+    assert compact.config.vocab_size == 7 and compact.config.eos_token_id == 5 and compact.config.pad_token_id == 4
+    full = expand_vocabulary(compact, tiny_text_config, vocabulary).eval()
+    ids = torch.tensor([[2, 3, 1, 6, 5]])
+    with torch.no_grad():
+        compact_logits = compact(input_ids=ids).logits
+        full_logits = full(input_ids=torch.tensor(vocabulary)[ids]).logits
+    torch.testing.assert_close(full_logits[..., vocabulary], compact_logits)
+    assert full.config.vocab_size == 151936
 
 
 # Several processes

@@ -26,6 +26,8 @@ COMMANDS = {
     "publish": ("train.publish", "a complete Hub folder with its model card; optionally upload"),
     "demo": ("train.demo", "the whole pipeline end to end on synthetic data, on the CPU"),
 }
+# Commands whose CPU runs allocate and free large tensors every step (see `train.host`).
+TENSOR_HEAVY = {"lm-warmup", "stage1", "stage2", "stage3", "evaluate", "demo"}
 
 
 def _usage() -> str:
@@ -45,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"e2llm: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if command in TENSOR_HEAVY and not any(flag in {"-h", "--help"} for flag in rest):
+        import torch
+
+        if not torch.cuda.is_available():
+            from train.host import retain_freed_memory
+
+            retain_freed_memory()
     module = importlib.import_module(COMMANDS[command][0])
     result = module.main(rest)
     return int(result or 0)

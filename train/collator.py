@@ -8,7 +8,8 @@ those items show, in the same order. `E2LLMCollator` turns a list of such rows i
 - each segment is cropped to one 4 s window (random while training, centred for evaluation),
   and the windows are stacked sample by sample, in the order of their `<eeg>` placeholders,
   which is the order `E2LLMModel` fills them in;
-- the processor expands each `<eeg>` into `<eeg_start>` + 16 x `<eeg>` + `<eeg_end>` and pads;
+- the processor expands each `<eeg>` into `<eeg_start>` + 16 x `<eeg>` + `<eeg_end>` and pads on
+  the left, so that the answers, which end every chat, line up at the end of the rows;
 - `labels` copy `input_ids` inside the assistant turns (from after `<|im_start|>assistant\\n`
   up to and including their `<|im_end|>`, so the model learns to stop) and are -100 everywhere
   else: system prompt, questions, EEG tokens and padding carry no loss.
@@ -112,6 +113,9 @@ class E2LLMCollator:
             text=texts,
             eeg={"eeg_values": eeg_values, "eeg_channel_ids": channel_ids},
             padding=True,
+            # Answers close every chat, so left padding lines them up at the end of the rows: the
+            # positions scored by the answer-position loss then barely exceed the longest answer.
+            padding_side="left",
             return_tensors="pt",
         )
         input_ids = batch["input_ids"]

@@ -134,3 +134,18 @@ class LMWarmupArguments:
     hidden_size: int = field(default=64, metadata={"help": "Width of the tiny Qwen3."})
     intermediate_size: int = field(default=128, metadata={"help": "MLP width of the tiny Qwen3."})
     num_hidden_layers: int = field(default=2, metadata={"help": "Layers of the tiny Qwen3."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads of the tiny Qwen3."})
+    num_key_value_heads: int = field(default=2, metadata={"help": "Key-value heads of the tiny Qwen3."})
+    head_dim: int = field(default=16, metadata={"help": "Width of each attention head of the tiny Qwen3."})
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Continue from the last checkpoint in `output_dir` when there is one."},
+    )
+    eeg_as_words: bool = field(
+        default=True,
+        metadata={
+            "help": "Write each EEG item as its segment's emotion name, repeated over the EEG token slots, so the "
+            "model learns to read the EEG span the way a pretrained LLM reads its input; stage 2 then teaches the "
+            "projector to write into that span. With false the span holds the bare <eeg> tokens."
+        },
+    )

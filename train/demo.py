@@ -1,6 +1,6 @@
 """`e2llm demo`: the whole of E2LLM, end to end, on the CPU, on synthetic EEG.
 
-    e2llm demo                      # into ./e2llm-demo, about 17 minutes on two cores
+    e2llm demo                      # into ./e2llm-demo, about 6 minutes on two cores
     e2llm demo --out /tmp/demo --size smoke   # a minute or two: every step, tiny sizes
 
 Steps, each into its own folder under `--out`:
@@ -9,8 +9,9 @@ Steps, each into its own folder under `--out`:
                 synthetic: no real person's EEG is involved)
 2. `prepared/`  `e2llm prepare`: 10 s segments and the five QA task sets
 3. `stage1/`    `e2llm stage1`: a tiny EEGPT learns the seven emotions
-4. `lm-warmup/` `e2llm lm-warmup`: demo only, a tiny random Qwen3 learns the task texts, since
-                no pretrained Qwen3 can be downloaded here
+4. `lm-warmup/` `e2llm lm-warmup`: demo only, a tiny random Qwen3 learns to read the task
+                texts, since no pretrained Qwen3 can be downloaded here; it runs beside
+                stage 1, one core each (logs in `logs/`)
 5. `stage2/`    `e2llm stage2`: the projector learns to speak to the language model
 6. `stage3/`    `e2llm stage3`: projector + LoRA on chain-of-thought answers
 7. `eval/`      `e2llm evaluate`: results.json, tables.md, predictions.jsonl, confusion matrix
@@ -57,7 +58,7 @@ SIZES = {
     "default": DemoSize(
         subjects=3,
         clip_seconds=30,
-        qa={"--qa-train": 1200, "--qa-stage3": 400, "--qa-test-multi": 90, "--qa-test-esr": 30},
+        qa={"--qa-train": 2400, "--qa-stage3": 400, "--qa-test-multi": 90, "--qa-test-esr": 30},
         max_eval=40,
     ),
     # Every step at the smallest size that still exercises it: for the test suite.
@@ -101,6 +102,58 @@ def _run(module: str, argv: list[str]) -> None:
     code = import_module(module).main(argv)
     if code:
         raise SystemExit(f"e2llm demo: step {module} failed with exit status {code}")
+
+
+# Independent steps the demo runs side by side, one process and one core each, when the
+# machine has two cores or more: their small tensor operations gain little from a second thread.
+SIDE_BY_SIDE = ("stage1", "lm-warmup")
+
+
+def _command(module: str) -> str:
+    from train.cli import COMMANDS
+
+    return next(name for name, (path, _) in COMMANDS.items() if path == module)
+
+
+def _log_tail(path: Path, lines: int = 3) -> list[str]:
+    """The last lines of a log, progress-bar redraws dropped."""
+    text = path.read_text(errors="replace").replace("\r", "\n").splitlines()
+    kept = [line for line in text if line.strip() and not ("|" in line and "it/s" in line or "s/it" in line)]
+    return kept[-lines:]
+
+
+def _run_side_by_side(out: Path, steps: dict[str, tuple[str, list[str]]], state: "DemoState") -> None:
+    """Run `steps` at once, each as `python -m train.cli COMMAND ...` on one thread, logging to
+    `out/logs/STEP.log`; record each in `state` as it finishes, and stop all if one fails."""
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    running = {}
+    for step, (module, argv) in steps.items():
+        command = [sys.executable, "-m", "train.cli", _command(module), *argv]
+        print(f"\n$ e2llm {' '.join(command[3:])}   (log: {logs / (step + '.log')})", flush=True)
+        log = open(logs / f"{step}.log", "w")
+        running[step] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.perf_counter())
+    print(f"e2llm demo: {' and '.join(steps)} run side by side, one core each", flush=True)
+    while running:
+        time.sleep(1)
+        for step, (process, log, started) in list(running.items()):
+            if process.poll() is None:
+                continue
+            log.close()
+            del running[step]
+            tail = _log_tail(logs / f"{step}.log", 1)
+            if process.returncode:
+                for other, (rest, rest_log, _) in running.items():
+                    rest.terminate()
+                    rest.wait()
+                    rest_log.close()
+                raise SystemExit(
+                    f"e2llm demo: step {step} failed with exit status {process.returncode}; the end of "
+                    f"{logs / (step + '.log')}:\n" + "\n".join(_log_tail(logs / f"{step}.log", 30))
+                )
+            state.finish(step, time.perf_counter() - started)
+            print(f"e2llm demo: {step}/ done in {time.perf_counter() - started:.0f} s: " + "".join(tail), flush=True)
 
 
 def _steps(out: Path, size: DemoSize, seed: int) -> dict[str, tuple[str, list[str]]]:
@@ -213,12 +266,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     size = SIZES[args.size]
     state = DemoState(out, args.restart)
-    for step, (module, step_argv) in _steps(out, size, args.seed).items():
+    steps = {step: (module, argv + size.overrides.get(step, [])) for step, (module, argv) in _steps(out, size, args.seed).items()}
+    pending = [step for step in SIDE_BY_SIDE if step not in state.done]
+    together = {step: steps[step] for step in pending} if len(pending) > 1 and (os.cpu_count() or 1) > 1 else {}
+    for step, (module, step_argv) in steps.items():
         if step in state.done:
-            print(f"e2llm demo: {step}/ already done, skipped", flush=True)
+            if step not in together:
+                print(f"e2llm demo: {step}/ already done, skipped", flush=True)
+            continue
+        if step in together:
+            _run_side_by_side(out, together, state)
             continue
         started = time.perf_counter()
-        _run(module, step_argv + size.overrides.get(step, []))
+        _run(module, step_argv)
         state.finish(step, time.perf_counter() - started)
 
     started = time.perf_counter()

@@ -1,16 +1,26 @@
-"""Demo only: a tiny random Qwen3 reads the task texts before it stands in for a pretrained one.
+"""Demo only: a tiny random Qwen3 learns to read the task texts before it stands in for a pretrained one.
 
     e2llm lm-warmup --config train/recipes/demo/lm_warmup.yaml --data e2llm-demo/prepared \\
         --output_dir e2llm-demo/lm-warmup
 
 A real run takes a pretrained Qwen3 (`--llm Qwen/Qwen3-8B`) and never runs this. The demo's
 language model is a tiny Qwen3 with random weights: it knows no language, so stage 2 could not
-teach a projector to make it answer. This step trains it briefly, with TRL's `SFTTrainer` as a
-plain language model, on the QA split as prompt-completion pairs: the rendered chat up to the
-answer (each EEG item written as the processor writes it, `<eeg_start>`, 16 `<eeg>`,
-`<eeg_end>`, so the layout matches what stage 2 feeds it) and the answer, which alone carries
-the loss, as in stages 2 and 3; the answer-position loss keeps each step cheap. It learns the wording and the answer format but cannot
-learn which emotion an EEG shows: that is left to the projector in stage 2.
+teach a projector to make it answer. This step trains it, with TRL's `SFTTrainer` as a plain
+language model, on the QA split as prompt-completion pairs: the rendered chat up to the answer
+and the answer, which alone carries the loss, as in stages 2 and 3.
+
+What a pretrained model brings and this one must learn is the ability to read its input. So each
+EEG item is written as the processor lays it out, `<eeg_start>`, 16 slots, `<eeg_end>`, but the
+slots hold the emotion of the segment in words (" sad" 16 times): the model learns to describe
+what the span says and to reason over several spans, without ever seeing EEG. Stage 2 then
+teaches the projector to write into those slots what the EEG shows, as it would for a pretrained
+model's embedding space. (`--eeg_as_words false` leaves the bare `<eeg>` tokens, and the model
+can then learn only the wording.)
+
+The texts use a few hundred distinct tokens of Qwen3's 151,936. The model trains with its
+vocabulary cut to those tokens (`compact_config`), which makes a CPU step several times cheaper;
+the saved model has the full vocabulary again (`expand_vocabulary`), the rows of unused tokens
+left at their small initial values.
 
 The output folder holds the model (`Qwen3ForCausalLM`, safetensors) and the tokenizer with the
 EEG tokens; stage 2 takes it as `--llm e2llm-demo/lm-warmup`.
@@ -25,9 +35,24 @@ from train.config import LMWarmupArguments
 DEMO_ONLY = "demo-only"
 
 
-def chat_texts(qa, processor):
+def eeg_span_as_words(prompt: str, emotions: list[str], num_eeg_tokens: int) -> str:
+    """`prompt` with its i-th `<eeg>` written as `<eeg_start>`, the i-th emotion's name `num_eeg_tokens`
+    times, `<eeg_end>`: the span keeps the layout stage 2 feeds, its content says what the EEG shows."""
+    from processing_e2llm import EEG_END_TOKEN, EEG_START_TOKEN, EEG_TOKEN
+
+    pieces = prompt.split(EEG_TOKEN)
+    if len(pieces) - 1 != len(emotions):
+        raise ValueError(f"The prompt has {len(pieces) - 1} EEG items but {len(emotions)} emotions were given")
+    spans = [EEG_START_TOKEN + f" {emotion}" * num_eeg_tokens + EEG_END_TOKEN for emotion in emotions]
+    return pieces[0] + "".join(span + piece for span, piece in zip(spans, pieces[1:]))
+
+
+def chat_texts(qa, processor, segment_emotions: dict[str, str] | None = None):
     """The QA rows as prompt-completion pairs: the rendered chat up to the last answer, EEG items
-    expanded, and that answer with its closing `<|im_end|>`."""
+    expanded, and that answer with its closing `<|im_end|>`.
+
+    With `segment_emotions` (segment id -> emotion name) each EEG span is written in words (see
+    `eeg_span_as_words`); without it, as the bare `<eeg>` tokens the processor writes."""
     from train.collator import clean_messages
 
     def render(row):
@@ -37,21 +62,101 @@ def chat_texts(qa, processor):
         full = processor.apply_chat_template(messages[: last + 1], tokenize=False)
         if not full.startswith(prompt):
             raise ValueError(f"The chat template renders {row['id']}'s prompt differently inside the whole chat")
-        return {"prompt": processor.expand_eeg_placeholders(prompt), "completion": full[len(prompt):].rstrip("\n")}
+        completion = full[len(prompt):].rstrip("\n")
+        if segment_emotions is None:
+            prompt = processor.expand_eeg_placeholders(prompt)
+        else:
+            emotions = [segment_emotions[segment_id] for segment_id in row["segment_ids"]]
+            prompt = eeg_span_as_words(prompt, emotions, processor.num_eeg_tokens)
+        return {"prompt": prompt, "completion": completion}
 
     return qa.map(render, remove_columns=qa.column_names)
 
 
+def text_vocabulary(texts, tokenizer) -> list[int]:
+    """The sorted token ids of the prompt-completion pairs `texts` (each part alone and both
+    together, as a trainer may tokenize either way), with the tokenizer's end and padding ids."""
+    ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    for prompt, completion in zip(texts["prompt"], texts["completion"]):
+        for part in (prompt, completion, prompt + completion):
+            ids.update(tokenizer(part, add_special_tokens=False)["input_ids"])
+    return sorted(ids)
+
+
+def compact_config(config, vocabulary: list[int]):
+    """`config` with its vocabulary cut to `vocabulary` (special ids mapped into it)."""
+    compact = config.__class__(**config.to_dict())
+    position = {token: index for index, token in enumerate(vocabulary)}
+    compact.vocab_size = len(vocabulary)
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(config, name, None)
+        setattr(compact, name, position.get(value) if value is not None else None)
+    return compact
+
+
+def expand_vocabulary(compact_model, config, vocabulary: list[int]):
+    """A full-vocabulary model of `config` holding `compact_model`'s weights, its embedding rows at
+    the ids of `vocabulary`; every other row keeps its fresh initial value."""
+    import torch
+    from transformers import Qwen3ForCausalLM
+
+    model = Qwen3ForCausalLM(config)
+    state = compact_model.state_dict()
+    rows = torch.tensor(vocabulary)
+    with torch.no_grad():
+        embedding = model.get_input_embeddings().weight
+        embedding[rows] = state.pop("model.embed_tokens.weight").to(embedding.dtype)
+        if not config.tie_word_embeddings:
+            head = model.get_output_embeddings().weight
+            head[rows] = state.pop("lm_head.weight").to(head.dtype)
+        state.pop("lm_head.weight", None)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    expected_missing = {"model.embed_tokens.weight", "lm_head.weight"}
+    if set(missing) - expected_missing or unexpected:
+        raise RuntimeError(f"Expanding the vocabulary lost weights: missing {missing}, unexpected {unexpected}")
+    return model
+
+
+def _compact_vocabulary_trainer():
+    import torch
+
+    from train.trainer import IGNORE_INDEX, AnswerLossSFTTrainer
+
+    class CompactVocabularyTrainer(AnswerLossSFTTrainer):
+        """`AnswerLossSFTTrainer` for a model whose vocabulary is `vocabulary` (its row i is token
+        `vocabulary[i]`): batches of real token ids are renumbered on the way in."""
+
+        def __init__(self, *args, vocabulary: list[int], **kwargs):
+            super().__init__(*args, **kwargs)
+            self.vocabulary = vocabulary
+            self.lookup = torch.full((max(vocabulary) + 1,), -1, dtype=torch.long)
+            self.lookup[torch.tensor(vocabulary)] = torch.arange(len(vocabulary))
+            used = {token for row in self.train_dataset["input_ids"] for token in row}
+            outside = used - set(vocabulary)
+            if outside:
+                raise ValueError(f"The tokenized texts use {len(outside)} ids outside the vocabulary, e.g. {sorted(outside)[:5]}")
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = dict(inputs)
+            lookup = self.lookup.to(inputs["input_ids"].device)
+            inputs["input_ids"] = lookup[inputs["input_ids"]]
+            labels = inputs["labels"]
+            inputs["labels"] = torch.where(labels == IGNORE_INDEX, labels, lookup[labels.clamp(min=0)])
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return CompactVocabularyTrainer
+
+
 def main(argv: list[str] | None = None) -> int:
     from transformers import Qwen3ForCausalLM, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import is_torch_bf16_gpu_available
     from trl import SFTConfig, TrlParser
 
     from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
-    from train.parts import load_qa
+    from train.parts import load_qa, load_segments
     from train.tiny import tiny_qwen3_config
     from train.tokenizer import build_qwen3_tokenizer
-    from train.trainer import AnswerLossSFTTrainer
 
     parser = TrlParser((LMWarmupArguments, SFTConfig))
     if not is_torch_bf16_gpu_available():
@@ -63,20 +168,38 @@ def main(argv: list[str] | None = None) -> int:
     qa = load_qa(args.data, args.qa_split)
     if args.max_train_samples is not None:
         qa = qa.select(range(min(args.max_train_samples, len(qa))))
-    texts = chat_texts(qa, processor)
+    segment_emotions = None
+    if args.eeg_as_words:
+        segments = load_segments(args.data)["train"]
+        segment_emotions = dict(zip(segments["id"], segments["emotion"]))
+    texts = chat_texts(qa, processor, segment_emotions)
 
     config = tiny_qwen3_config(
         hidden_size=args.hidden_size,
         intermediate_size=args.intermediate_size,
         num_hidden_layers=args.num_hidden_layers,
+        num_attention_heads=args.num_attention_heads,
+        num_key_value_heads=args.num_key_value_heads,
+        head_dim=args.head_dim,
     )
-    model = Qwen3ForCausalLM(config)
-    trainer = AnswerLossSFTTrainer(model=model, args=training_args, train_dataset=texts, processing_class=processor.tokenizer)
-    trainer.model.add_model_tags([DEMO_ONLY])
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
+    vocabulary = text_vocabulary(texts, processor.tokenizer)
+    trainer = _compact_vocabulary_trainer()(
+        model=Qwen3ForCausalLM(compact_config(config, vocabulary)),
+        args=training_args,
+        train_dataset=texts,
+        processing_class=processor.tokenizer,
+        vocabulary=vocabulary,
+    )
+    trainer.train(resume_from_checkpoint=get_last_checkpoint(training_args.output_dir) if args.resume else None)
     if trainer.is_world_process_zero():
-        print(f"Demo-only language model warmed up on {len(texts)} texts; saved to {training_args.output_dir}")
+        model = expand_vocabulary(trainer.accelerator.unwrap_model(trainer.model), config, vocabulary)
+        model.add_model_tags([DEMO_ONLY])
+        model.save_pretrained(training_args.output_dir)
+        processor.tokenizer.save_pretrained(training_args.output_dir)
+        print(
+            f"Demo-only language model warmed up on {len(texts)} texts ({len(vocabulary)} distinct tokens); "
+            f"saved to {training_args.output_dir}"
+        )
     return 0
 
 
