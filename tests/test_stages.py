@@ -419,7 +419,8 @@ def test_lm_warmup_writes_each_eeg_span_as_its_segments_emotion(data, qwen3_toke
     for row, text in zip(qa, texts):
         spans = re.findall(r"<eeg_start>(.*?)<eeg_end>", text["prompt"])
         assert spans == [f" {emotions[segment]}" * 16 for segment in row["segment_ids"]]
-        assert "<eeg>" not in text["prompt"] and text["completion"].endswith("Answer: " + row["answer"])
+        assert "<eeg>" not in text["prompt"]
+        assert text["completion"].endswith(f"Answer: {row['answer']}<|im_end|>")
     bare = chat_texts(qa, processor)
     assert all(t["prompt"].count("<eeg>") == 16 * len(r["segment_ids"]) for r, t in zip(qa, bare))
 

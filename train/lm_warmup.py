@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         model.add_model_tags([DEMO_ONLY])
         model.save_pretrained(training_args.output_dir)
         processor.tokenizer.save_pretrained(training_args.output_dir)
+        trainer.create_model_card(tags=[DEMO_ONLY])
         print(
             f"Demo-only language model warmed up on {len(texts)} texts ({len(vocabulary)} distinct tokens); "
             f"saved to {training_args.output_dir}"
