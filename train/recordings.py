@@ -127,13 +127,7 @@ def raw_clip_eeg(raw, clip: Clip, source: str, pad_seconds: float | None = None)
     """
     sfreq = float(raw.info["sfreq"])
     pad = filter_pad_seconds() if pad_seconds is None else pad_seconds
-    start = int(round(clip.start * sfreq))
-    stop = int(round(clip.stop * sfreq))
-    if not 0 <= start < stop <= raw.n_times:
-        raise ValueError(
-            f"{source}: clip of video {clip.video} spans samples {start}..{stop}, "
-            f"outside the recording's 0..{raw.n_times}"
-        )
+    start, stop = _clip_samples(raw, clip, source)
     step = (Fraction(sfreq).limit_denominator(1000) / TARGET_SAMPLING_RATE).limit_denominator(1000).numerator
     read_start = max(0, start - int(pad * sfreq)) // step * step
     read_stop = min(raw.n_times, stop + int(pad * sfreq))
