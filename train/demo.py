@@ -118,7 +118,7 @@ def _command(module: str) -> str:
 def _log_tail(path: Path, lines: int = 3) -> list[str]:
     """The last lines of a log, progress-bar redraws dropped."""
     text = path.read_text(errors="replace").replace("\r", "\n").splitlines()
-    kept = [line for line in text if line.strip() and not ("|" in line and "it/s" in line or "s/it" in line)]
+    kept = [line for line in text if line.strip() and not ("|" in line and ("it/s" in line or "s/it" in line))]
     return kept[-lines:]
 
 
