@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -136,11 +137,48 @@ def test_without_intensity_same_emotion_pairs_are_equal(segments):
         assert same == (sample["answer"] == "equal")
 
 
-def test_chain_of_thought_describes_each_eeg_before_the_answer_line(sets):
-    sample = next(s for s in sets["train"] if s["task"] == "ESS")
-    lines = _final_text(sample).split("\n")
-    assert [line.split(" shows ")[0] for line in lines[:3]] == ["EEG 1", "EEG 2", "EEG 3"]
-    assert lines[-1] == f"Answer: {sample['answer']}"
+def _emotions_of(sample, segments) -> list[str]:
+    emotion = {}
+    for columns in segments:
+        emotion.update(zip(columns["id"], columns["emotion"]))
+    return [emotion[i] for i in sample["segment_ids"]]
+
+
+def test_chain_of_thought_names_and_checks_each_eeg(sets, segments):
+    counted = Counter()
+    for sample in sets["train"]:
+        if sample["task"] not in ("EPC", "ESS"):
+            continue
+        emotions, lines = _emotions_of(sample, segments), _final_text(sample).split("\n")
+        sought = re.fullmatch(r"The question is about ([a-z ]+)\.", lines[0])[1]
+        checks = lines[1 : 1 + len(emotions)]
+        for number, (emotion, line) in enumerate(zip(emotions, checks), start=1):
+            assert line.startswith(f"EEG {number} shows {qa.NOUN[emotion]}: ")
+            mark = re.search(rf"\. EEG {number} (fits|fits less|does not fit)\.$", line)[1]
+            assert (mark != "does not fit") == (qa.NOUN[emotion] == sought)
+            counted[mark] += 1
+        assert lines[-1] == f"Answer: {sample['answer']}"
+        if sample["task"] == "ESS":
+            fitting = [n for n, line in enumerate(checks, start=1) if line.endswith(" fits.")]
+            assert [f"EEG {n}" for n in fitting] == [sample["answer"]]
+    assert counted["fits"] and counted["does not fit"] and counted["fits less"]
+
+
+def test_eim_reasoning_repeats_each_scenario_and_finds_its_eeg(sets, segments):
+    for sample in (s for s in sets["train"] if s["task"] == "EIM"):
+        emotions, lines = _emotions_of(sample, segments), _final_text(sample).split("\n")
+        question = sample["messages"][1]["content"][-1]["text"]
+        pairs = []
+        for letter, line in zip("ABC", lines[3:6]):
+            scenario = re.search(rf"^{letter}\. (.+)$", question, re.MULTILINE)[1]
+            noun, number = re.fullmatch(
+                rf"{letter}\. {re.escape(scenario)} This calls for ([a-z ]+), which EEG (\d) shows, so {letter}=EEG \2\.",
+                line,
+            ).groups()
+            assert scenario in qa.EIM_SCENARIOS[emotions[int(number) - 1]]
+            assert qa.NOUN[emotions[int(number) - 1]] == noun
+            pairs.append(f"{letter}=EEG {number}")
+        assert ", ".join(pairs) == sample["answer"]
 
 
 def test_no_cot_keeps_only_the_answer_line(segments):

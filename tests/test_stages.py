@@ -392,7 +392,7 @@ def test_lm_warmup_trains_a_tiny_qwen3_on_the_task_texts(data, tmp_path):
 
     argv = [
         "--config", str(RECIPES / "demo" / "lm_warmup.yaml"), "--data", str(data), "--output_dir", str(tmp_path),
-        "--max_steps", "8", "--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--warmup_steps", "0",
+        "--max_steps", "8", "--learning_rate", "1e-2", "--warmup_steps", "0",
         "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "8", *QUIET,
     ]  # fmt: skip
     assert lm_warmup.main(argv) == 0
@@ -403,6 +403,24 @@ def test_lm_warmup_trains_a_tiny_qwen3_on_the_task_texts(data, tmp_path):
     assert type(model).__name__ == "Qwen3ForCausalLM" and model.config.hidden_size == 128
     assert model.config.vocab_size == 151936 and "demo-only" in (tmp_path / "README.md").read_text()
     assert tokenizer.convert_tokens_to_ids(["<eeg>", "<eeg_start>", "<eeg_end>"]) == [151669, 151670, 151671]
+
+
+def test_lm_warmup_steps_are_random_draws_whose_micro_batches_are_sorted_by_length():
+    from train.lm_warmup import StepSortedSampler
+
+    lengths = [int(n) for n in torch.randint(10, 400, (50,), generator=torch.Generator().manual_seed(1))]
+    sampler = StepSortedSampler(lengths, step_size=8, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(50)) and len(sampler) == 50
+    steps = [first[i : i + 8] for i in range(0, 50, 8)]
+    assert all([lengths[i] for i in step] == sorted(lengths[i] for i in step) for step in steps)
+    shuffled = torch.randperm(50, generator=torch.Generator().manual_seed(3)).tolist()
+    assert [set(step) for step in steps] == [set(shuffled[i : i + 8]) for i in range(0, 50, 8)]
+    assert list(StepSortedSampler(lengths, step_size=8, seed=3)) == first
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    with pytest.raises(ValueError, match="step_size"):
+        StepSortedSampler(lengths, step_size=0)
 
 
 def test_lm_warmup_writes_each_eeg_span_as_its_segments_emotion(data, qwen3_tokenizer):

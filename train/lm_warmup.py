@@ -117,6 +117,37 @@ def expand_vocabulary(compact_model, config, vocabulary: list[int]):
     return model
 
 
+class StepSortedSampler:
+    """Random order in which each optimizer step's samples come sorted by length.
+
+    The indices are shuffled (a new order each epoch, from `seed` and the epoch), cut into
+    steps of `step_size` (micro-batch size x gradient accumulation steps), and each step's
+    indices sorted by `lengths`. A step still holds a random draw of samples, so its
+    accumulated gradient is that of a random batch of `step_size`; only its micro-batches are
+    formed of samples of similar length and pad little. Grouping by length across steps
+    (`group_by_length`) would instead give steps of one task at a time.
+    """
+
+    def __init__(self, lengths, step_size: int, seed: int = 0):
+        if step_size < 1:
+            raise ValueError(f"step_size must be at least 1, got {step_size}")
+        self.lengths, self.step_size, self.seed, self.epoch = list(lengths), step_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        for start in range(0, len(order), self.step_size):
+            yield from sorted(order[start : start + self.step_size], key=lambda index: self.lengths[index])
+
+
 def _compact_vocabulary_trainer():
     import torch
 
@@ -135,6 +166,14 @@ def _compact_vocabulary_trainer():
             outside = used - set(vocabulary)
             if outside:
                 raise ValueError(f"The tokenized texts use {len(outside)} ids outside the vocabulary, e.g. {sorted(outside)[:5]}")
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            if self.args.gradient_accumulation_steps == 1 or self.args.world_size > 1:
+                return super()._get_train_sampler(train_dataset)
+            step = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+            seed = self.args.seed if self.args.data_seed is None else self.args.data_seed
+            return StepSortedSampler([len(ids) for ids in dataset["input_ids"]], step, seed)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = dict(inputs)

@@ -7,6 +7,14 @@ describes each EEG's state in one sentence, then concludes, and ends with a fina
 that final line. Stored in a ``datasets`` table, an EEG item reads back as
 ``{"type": "eeg", "text": None}``.
 
+The reasoning is written so that each step needs one small look back, which a small language
+model learns from a few thousand examples: each EEG's sentence names its emotion first
+(``EEG 2 shows sadness: <its EEG signs>.``). EPC and ESS restate the emotion asked about on the
+first line, and each EEG's sentence ends with a check against it (``EEG 2 fits.``,
+``EEG 1 does not fit.``, ``EEG 3 fits less.`` when two show it and this one more weakly), so the
+answer repeats the EEG that fits. EIM repeats each scenario, names the emotion it calls for and
+the EEG that shows it (``A. <scenario> This calls for sadness, which EEG 2 shows, so A=EEG 2.``).
+
 Tasks and their canonical answer strings (the ``answer`` column, and what
 ``parse_answer(task, generated_text)`` returns):
 
@@ -346,7 +354,7 @@ class _Writer:
         for number, index in enumerate(indices, start=1):
             description = self.rng.choice(DESCRIPTIONS[self.pool.emotions[index]])
             label = "The EEG" if len(indices) == 1 else f"EEG {number}"
-            sentences.append(f"{label} shows {description}.")
+            sentences.append(f"{label} shows {NOUN[self.pool.emotions[index]]}: {description}.")
         return sentences
 
     def _answer(self, reasoning: list[str], answer: str) -> str:
@@ -384,49 +392,60 @@ class _Writer:
             return (high, low) if outcome == "more" else (low, high)
         raise ValueError(f"cannot draw an EPC '{outcome}' pair for {emotion!r} from this split")
 
+    def _which(self, emotion, indices) -> str:
+        """``sadness, which EEG 2 shows`` (the first EEG showing ``emotion``) or ``which none shows``."""
+        shown = [n for n, i in enumerate(indices, start=1) if self.pool.emotions[i] == emotion]
+        return f"{NOUN[emotion]}, which " + (f"EEG {shown[0]} shows" if shown else "none shows")
+
+    def _checked(self, indices, emotion, weaker=None) -> list[str]:
+        """Each EEG's sentence followed by its check against ``emotion`` (``weaker`` fits less)."""
+        checks = []
+        for number, (index, sentence) in enumerate(zip(indices, self._describe(indices)), start=1):
+            if index == weaker:
+                mark = "fits less"
+            else:
+                mark = "fits" if self.pool.emotions[index] == emotion else "does not fit"
+            checks.append(f"{sentence} EEG {number} {mark}.")
+        return checks
+
     def epc(self, emotion, outcome):
         first, second = self._epc_pair(emotion, outcome)
         emotions = self.pool.emotions
-        if outcome == "equal" and emotions[first] == emotion:
-            verdict = f"Both show {NOUN[emotion]} to a similar degree, so the two are equally {ADJECTIVE[emotion]}."
+        weaker = None
+        if emotions[first] == emotion and emotions[second] == emotion:
+            if outcome == "equal":
+                verdict = f"Both fit to a similar degree, so the two are equally {ADJECTIVE[emotion]}."
+            else:
+                weaker = second if outcome == "more" else first
+                verdict = f"EEG {1 if outcome == 'more' else 2} fits more, so EEG 1 is {outcome} {ADJECTIVE[emotion]}."
         elif outcome == "equal":
-            verdict = (
-                f"Neither shows {NOUN[emotion]}; both show {NOUN[emotions[first]]}, "
-                f"so neither is more {ADJECTIVE[emotion]}."
-            )
-        elif emotions[first] == emotions[second]:
-            stronger = 1 if outcome == "more" else 2
-            verdict = (
-                f"Both show {NOUN[emotion]}, stronger in EEG {stronger}, so EEG 1 is {outcome} {ADJECTIVE[emotion]}."
-            )
+            verdict = f"Neither fits, so neither is more {ADJECTIVE[emotion]}."
         else:
-            shown = 1 if outcome == "more" else 2
-            verdict = f"Only EEG {shown} shows {NOUN[emotion]}, so EEG 1 is {outcome} {ADJECTIVE[emotion]}."
+            verdict = f"Only EEG {1 if outcome == 'more' else 2} fits, so EEG 1 is {outcome} {ADJECTIVE[emotion]}."
         question = self.rng.choice(EPC_QUESTIONS).format(adjective=ADJECTIVE[emotion], noun=NOUN[emotion])
-        reasoning = [*self._describe([first, second]), verdict]
+        checks = self._checked([first, second], emotion, weaker)
+        reasoning = [f"The question is about {NOUN[emotion]}.", *checks, verdict]
         turns = [_eeg_turn(2, question), _reply(self._answer(reasoning, outcome))]
         return self._sample("EPC", turns, [first, second], outcome)
 
     def ess(self, emotion):
         pool, rng = self.pool, self.rng
         chosen = pool.draw(rng, emotion)
-        others = []
+        others, weaker = [], None
         if pool.margin and rng.random() < 0.25:
             rival = pool.draw(rng, emotion)
             if pool.stronger(chosen, rival) != 0:
                 chosen, rival = (chosen, rival) if pool.stronger(chosen, rival) > 0 else (rival, chosen)
                 others.append(rival)
+                weaker = rival
         while len(others) < 2:
             others.append(pool.draw_other(rng, {emotion}))
         position = int(rng.integers(3))
         indices = others[:position] + [chosen] + others[position:]
-        if any(pool.emotions[i] == emotion for i in others):
-            verdict = f"EEG {position + 1} shows the strongest {NOUN[emotion]}."
-        else:
-            verdict = f"Only EEG {position + 1} shows {NOUN[emotion]}."
         question = rng.choice(ESS_QUESTIONS).format(superlative=SUPERLATIVE[emotion], noun=NOUN[emotion])
         answer = f"EEG {position + 1}"
-        turns = [_eeg_turn(3, question), _reply(self._answer([*self._describe(indices), verdict], answer))]
+        reasoning = [f"The question is about {NOUN[emotion]}.", *self._checked(indices, emotion, weaker)]
+        turns = [_eeg_turn(3, question), _reply(self._answer(reasoning, answer))]
         return self._sample("ESS", turns, indices, answer)
 
     def _three_emotions(self, emotion):
@@ -442,9 +461,12 @@ class _Writer:
         scenarios = [rng.choice(EIM_SCENARIOS[emotions[i]]) for i in order]
         numbers = [int(i) + 1 for i in order]
         question = rng.choice(EIM_QUESTIONS) + "".join(f"\n{l}. {s}" for l, s in zip("ABC", scenarios))
-        matches = "; ".join(f"{l} calls for {NOUN[emotions[i]]} (EEG {i + 1})" for l, i in zip("ABC", order))
+        matches = [
+            f"{letter}. {scenario} This calls for {self._which(emotions[i], indices)}, so {letter}=EEG {i + 1}."
+            for letter, i, scenario in zip("ABC", order, scenarios)
+        ]
         answer = eim_answer(numbers)
-        turns = [_eeg_turn(3, question), _reply(self._answer([*self._describe(indices), matches + "."], answer))]
+        turns = [_eeg_turn(3, question), _reply(self._answer([*self._describe(indices), *matches], answer))]
         return self._sample("EIM", turns, indices, answer)
 
     def esr(self, emotion):
@@ -459,12 +481,12 @@ class _Writer:
             f"EEG {n}: {ADJECTIVE[e]}." for n, e in enumerate(emotions, start=1)
         )
         answer = f"EEG {target}"
-        verdict = f"The situation calls for {NOUN[emotion]}: {reason}. EEG {target} shows that state."
+        verdict = [f"The situation calls for {NOUN[emotion]} ({reason}), which EEG {target} shows."]
         turns = [
             _eeg_turn(3, rng.choice(ESR_FIRST_QUESTIONS)),
             _reply(first_reply),
             {"role": "user", "content": [_text(rng.choice(ESR_SECOND_QUESTIONS).format(scenario=scenario))]},
-            _reply(self._answer([verdict], answer)),
+            _reply(self._answer(verdict, answer)),
         ]
         return self._sample("ESR", turns, indices, answer)
 
