@@ -392,11 +392,6 @@ class _Writer:
             return (high, low) if outcome == "more" else (low, high)
         raise ValueError(f"cannot draw an EPC '{outcome}' pair for {emotion!r} from this split")
 
-    def _which(self, emotion, indices) -> str:
-        """``sadness, which EEG 2 shows`` (the first EEG showing ``emotion``) or ``which none shows``."""
-        shown = [n for n, i in enumerate(indices, start=1) if self.pool.emotions[i] == emotion]
-        return f"{NOUN[emotion]}, which " + (f"EEG {shown[0]} shows" if shown else "none shows")
-
     def _checked(self, indices, emotion, weaker=None) -> list[str]:
         """Each EEG's sentence followed by its check against ``emotion`` (``weaker`` fits less)."""
         checks = []
@@ -462,7 +457,7 @@ class _Writer:
         numbers = [int(i) + 1 for i in order]
         question = rng.choice(EIM_QUESTIONS) + "".join(f"\n{l}. {s}" for l, s in zip("ABC", scenarios))
         matches = [
-            f"{letter}. {scenario} This calls for {self._which(emotions[i], indices)}, so {letter}=EEG {i + 1}."
+            f"{letter}. {scenario} This calls for {NOUN[emotions[i]]}, which EEG {i + 1} shows, so {letter}=EEG {i + 1}."
             for letter, i, scenario in zip("ABC", order, scenarios)
         ]
         answer = eim_answer(numbers)
