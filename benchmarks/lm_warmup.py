@@ -58,12 +58,14 @@ def qa_texts(count: int, seed: int):
 
 def encode(texts, tokenizer):
     """Per sample: token ids and labels (-100 on the prompt), in the compact vocabulary."""
+    from train.lm_warmup import text_vocabulary
+
     samples = []
     for prompt, completion in zip(texts["prompt"], texts["completion"]):
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         c = tokenizer(completion, add_special_tokens=False)["input_ids"]
         samples.append((p + c, [-100] * len(p) + c))
-    vocabulary = sorted({t for ids, _ in samples for t in ids} | {tokenizer.pad_token_id})
+    vocabulary = text_vocabulary(texts, tokenizer)
     position = {t: i for i, t in enumerate(vocabulary)}
     pad = position[tokenizer.pad_token_id]
     compact = [([position[t] for t in ids], [position[t] if t >= 0 else t for t in labels]) for ids, labels in samples]
