@@ -42,8 +42,23 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutput, ModelOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    SequenceClassifierOutput,
+)
 from transformers.utils.generic import can_return_tuple
+
+# The name of the KV cache, as a forward argument and an output field: `cache` from transformers
+# 5.24 on, `past_key_values` before. The model reads either and speaks the installed version's.
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _the_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    if cache is not None and past_key_values is not None:
+        raise ValueError("Pass the KV cache once, as `cache` or as `past_key_values`, not both")
+    return cache if cache is not None else past_key_values
 
 # The 62 electrode names EEGPT's channel embedding is indexed by, in the official order.
 EEGPT_CHANNEL_NAMES = (
@@ -488,35 +503,24 @@ class EEGPTForEmotionClassification(EEGPTPreTrainedModel):
 
 
 @dataclass
-class E2LLMModelOutputWithPast(ModelOutput):
+class E2LLMModelOutputWithPast(BaseModelOutputWithPast):
     r"""
-    last_hidden_state (`(batch, sequence, hidden)`): the language model's last hidden states.
-    past_key_values (`Cache`, *optional*): the KV cache, when `use_cache`.
-    hidden_states, attentions: the language model's, when requested.
+    `BaseModelOutputWithPast` (last_hidden_state, the KV cache, hidden_states, attentions) plus:
+
     eeg_hidden_states (`(windows, N, hidden)`, *optional*): the projected EEG tokens written into
         the `<eeg>` placeholders, when EEG was given.
     """
 
-    last_hidden_state: torch.Tensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.Tensor] | None = None
-    attentions: tuple[torch.Tensor] | None = None
     eeg_hidden_states: torch.Tensor | None = None
 
 
 @dataclass
-class E2LLMCausalLMOutputWithPast(ModelOutput):
+class E2LLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
-    loss (`(1,)`, *optional*): next-token cross-entropy over the positions whose label is not -100.
-    logits (`(batch, sequence, vocab)`): the language-model head's scores.
-    past_key_values, hidden_states, attentions, eeg_hidden_states: as `E2LLMModelOutputWithPast`.
+    `CausalLMOutputWithPast` (loss over the positions whose label is not -100, logits, the KV cache,
+    hidden_states, attentions) plus `eeg_hidden_states` as in `E2LLMModelOutputWithPast`.
     """
 
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.Tensor] | None = None
-    attentions: tuple[torch.Tensor] | None = None
     eeg_hidden_states: torch.Tensor | None = None
 
 
@@ -542,7 +546,7 @@ class E2LLMPreTrainedModel(PreTrainedModel):
     input_modalities = ("eeg", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["EEGPTBlock", "Qwen3DecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -600,9 +604,10 @@ class E2LLMModel(E2LLMPreTrainedModel):
         eeg_values: torch.Tensor | None = None,
         eeg_channel_ids: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> E2LLMModelOutputWithPast:
         r"""
@@ -614,11 +619,13 @@ class E2LLMModel(E2LLMPreTrainedModel):
                 batch, in the order their placeholders appear, sample by sample; mV, 256 Hz.
             eeg_channel_ids (`(windows, channels)` or `(channels,)`): positions in
                 `config.eeg_config.channel_names`.
+            cache (`Cache`, *optional*): the KV cache (also accepted as `past_key_values`).
 
         Raises:
             ValueError: when the `<eeg>` placeholders and the EEG tokens differ in number, or the
                 text holds `<eeg>` placeholders but no `eeg_values` came (outside cached decoding).
         """
+        cache = _the_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -641,7 +648,7 @@ class E2LLMModel(E2LLMPreTrainedModel):
                 eeg_mask.unsqueeze(-1).to(inputs_embeds.device),
                 eeg_features.to(inputs_embeds.device, inputs_embeds.dtype),
             )
-        elif num_placeholders and (past_key_values is None or past_key_values.get_seq_length() == 0):
+        elif num_placeholders and (cache is None or cache.get_seq_length() == 0):
             raise ValueError(
                 f"The input holds {num_placeholders} <eeg> tokens but no eeg_values were given; pass the EEG "
                 "windows (eeg_values, eeg_channel_ids) the placeholders stand for"
@@ -650,14 +657,14 @@ class E2LLMModel(E2LLMPreTrainedModel):
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
         return E2LLMModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             eeg_hidden_states=eeg_features,
@@ -722,11 +729,12 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
         eeg_values: torch.Tensor | None = None,
         eeg_channel_ids: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> E2LLMCausalLMOutputWithPast:
         r"""
@@ -746,7 +754,7 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
             eeg_values=eeg_values,
             eeg_channel_ids=eeg_channel_ids,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_the_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -762,7 +770,7 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
         return E2LLMCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             eeg_hidden_states=outputs.eeg_hidden_states,
@@ -771,21 +779,15 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
-        past_key_values: Cache | None = None,
-        attention_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
+        *args,
         eeg_values: torch.Tensor | None = None,
         eeg_channel_ids: torch.Tensor | None = None,
         is_first_iteration: bool | None = False,
         **kwargs,
     ) -> dict:
+        # The cache and the rest pass through under the names the installed transformers uses.
         model_inputs = super().prepare_inputs_for_generation(
-            input_ids,
-            past_key_values=past_key_values,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            is_first_iteration=is_first_iteration,
-            **kwargs,
+            input_ids, *args, is_first_iteration=is_first_iteration, **kwargs
         )
         # The cache already holds the EEG after the prefill step: encode it there only.
         if is_first_iteration or not kwargs.get("use_cache", True):
