@@ -183,6 +183,25 @@ def test_greedy_generation_is_identical_with_and_without_cache(model):
     assert torch.equal(cached, uncached)
 
 
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_the_kv_cache_is_taken_under_either_name(model, name):
+    """transformers 5.24 renamed `past_key_values` to `cache`: both reach the language model, and a
+    cached step scores the next token as the whole sequence does."""
+    from modeling_e2llm import CACHE_NAME
+
+    ids = torch.tensor([prompt_ids(1)])
+    eeg = eeg_windows(1)
+    with torch.no_grad():
+        prefill = model(input_ids=ids[:, :-1], eeg_values=eeg, eeg_channel_ids=CHANNELS, use_cache=True)
+        cache = getattr(prefill, CACHE_NAME)
+        assert cache is not None and cache.get_seq_length() == ids.shape[1] - 1
+        step = model(input_ids=ids[:, -1:], use_cache=True, **{name: cache})
+        whole = model(input_ids=ids, eeg_values=eeg, eeg_channel_ids=CHANNELS)
+    torch.testing.assert_close(step.logits[:, -1], whole.logits[:, -1], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="not both"):
+        model(input_ids=ids[:, -1:], cache=cache, past_key_values=cache)
+
+
 def test_cached_generation_encodes_the_eeg_once(model):
     calls, handle = count_encoder_calls(model)
     try:
