@@ -5,14 +5,15 @@
 
 `e2llm lm-warmup` (demo only) trains the tiny Qwen3 of `train/recipes/demo/lm_warmup.yaml` on the
 task texts. Its samples differ in length about fourfold (one-EEG IED against three-EEG EIM with
-its scenarios), so a random batch of 8 pads most samples to the longest one. The recipe instead
-draws the same 8 samples per step and lets `train.lm_warmup.StepSortedSampler` sort them by
-length into 4 micro-batches of 2 whose gradients accumulate. Both ways compute the same step:
+its scenarios), so one random batch of a step's 16 samples pads most of them to the longest. The
+recipe instead draws the same 16 samples per step and lets `train.lm_warmup.StepSortedSampler`
+sort them by length into 4 micro-batches of 4 whose gradients accumulate (the recipe's
+`per_device_train_batch_size` and `gradient_accumulation_steps`). Both ways compute the same step:
 the benchmark checks that their gradients agree before timing them.
 
 Both run here on the same QA texts (the real tokenizer, EEG spans written as emotion names),
-the same model and the same draws: `padded` (one batch of 8, padded to its longest sample) and
-`sorted` (the recipe's 2 x 4). Figures: median time of forward + backward per step, and the
+the same model and the same draws: `padded` (one batch of 16, padded to its longest sample) and
+`sorted` (the recipe's 4 x 4). Figures: median time of forward + backward per step, and the
 ratio of `padded` to `sorted`.
 """
 

@@ -173,6 +173,19 @@ def test_stage1_resumes_after_an_interruption_and_matches_an_uninterrupted_run(d
     assert len(json.loads((tmp_path / "resumed" / "history.json").read_text())) == 3
 
 
+def test_a_random_encoder_takes_the_initial_weight_spread_it_is_given():
+    from train.parts import load_eeg_encoder
+
+    with pytest.warns(UserWarning, match="random weights"):
+        default = load_eeg_encoder(None, "tiny", 100.0)
+        wide = load_eeg_encoder(None, "tiny", 100.0, initializer_range=0.1)
+    assert default.config.initializer_range == 0.02 and wide.config.initializer_range == 0.1
+    for model, std in ((default, 0.02), (wide, 0.1)):
+        for weight in (model.patch_embed.proj.weight, model.blocks[0].attn.qkv.weight, model.chan_embed.weight):
+            assert abs(float(weight.std()) - std) < 0.15 * std
+    assert wide.config.input_scale == 100.0
+
+
 def test_stage1_refuses_a_missing_data_folder(tmp_path):
     from train import stage1
 
@@ -400,7 +413,7 @@ def test_lm_warmup_trains_a_tiny_qwen3_on_the_task_texts(data, tmp_path):
     assert sum(losses[-2:]) / 2 < 0.9 * sum(losses[:2]) / 2
     model = AutoModelForCausalLM.from_pretrained(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
-    assert type(model).__name__ == "Qwen3ForCausalLM" and model.config.hidden_size == 128
+    assert type(model).__name__ == "Qwen3ForCausalLM" and model.config.hidden_size == 64
     assert model.config.vocab_size == 151936 and "demo-only" in (tmp_path / "README.md").read_text()
     assert tokenizer.convert_tokens_to_ids(["<eeg>", "<eeg_start>", "<eeg_end>"]) == [151669, 151670, 151671]
 

@@ -38,6 +38,14 @@ class Stage1Arguments:
             "patch embedding. 100 lets a randomly initialised encoder learn; a checkpoint keeps 1.0."
         },
     )
+    encoder_initializer_range: float = field(
+        default=0.02,
+        metadata={
+            "help": "Random weights only: EEGPTConfig.initializer_range, the std of the initial weights. A tiny "
+            "encoder from random weights leaves its first epochs at chance with 0.02 and learns from the third "
+            "epoch with 0.1 (the demo)."
+        },
+    )
     num_train_epochs: int = field(default=50, metadata={"help": "Epochs over the training segments."})
     batch_size: int = field(
         default=64, metadata={"help": "Global batch: split across processes when launched with accelerate."}

@@ -59,7 +59,9 @@ def check_channels(encoder_config, channel_ids) -> None:
         )
 
 
-def load_eeg_encoder(source: str | None, preset: str = "large", input_scale: float = 1.0):
+def load_eeg_encoder(
+    source: str | None, preset: str = "large", input_scale: float = 1.0, initializer_range: float | None = None
+):
     """An `EEGPTModel`.
 
     Args:
@@ -70,6 +72,8 @@ def load_eeg_encoder(source: str | None, preset: str = "large", input_scale: flo
         preset: the EEGPT size (`EEGPTConfig.from_preset`) for a checkpoint file or None.
         input_scale: for random weights only, `EEGPTConfig.input_scale` (a checkpoint keeps 1.0,
             the scale it was pretrained at; a stage-1 folder keeps its own).
+        initializer_range: for random weights only, `EEGPTConfig.initializer_range` (None: the
+            config's default, 0.02).
     """
     from modeling_e2llm import EEGPTConfig, EEGPTForEmotionClassification, EEGPTModel
 
@@ -80,7 +84,8 @@ def load_eeg_encoder(source: str | None, preset: str = "large", input_scale: flo
             UserWarning,
             stacklevel=2,
         )
-        return EEGPTModel(EEGPTConfig.from_preset(preset, input_scale=input_scale))
+        init = {} if initializer_range is None else {"initializer_range": initializer_range}
+        return EEGPTModel(EEGPTConfig.from_preset(preset, input_scale=input_scale, **init))
     path = Path(source)
     if not path.exists():
         raise ValueError(f"EEG encoder not found: {source} (expected an EEGPT checkpoint file or a stage-1 folder)")

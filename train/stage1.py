@@ -107,7 +107,9 @@ def build_classifier(args: Stage1Arguments):
         if model.config.num_labels != len(EMOTIONS):
             raise ValueError(f"{args.encoder} classifies {model.config.num_labels} classes, not the {len(EMOTIONS)} emotions")
         return model
-    encoder = load_eeg_encoder(args.encoder, args.encoder_preset, args.encoder_input_scale)
+    encoder = load_eeg_encoder(
+        args.encoder, args.encoder_preset, args.encoder_input_scale, args.encoder_initializer_range
+    )
     config = encoder.config
     config.num_labels = len(EMOTIONS)
     config.id2label = id2label
