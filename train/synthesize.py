@@ -31,10 +31,15 @@ scales the rhythms' amplitudes, following the EEG literature on emotion:
 
 The effect follows the clip's intensity trace second by second. Every subject has its own
 channel gains, baseline band powers, alpha peak frequency, effect strength and a
-subject-specific distortion of each emotion's pattern, plus eye blinks. The effects are strong
-enough for a tiny encoder trained from random weights to pick up in minutes: logistic
-regression on 10 s log band powers separates the seven emotions almost perfectly within
-subjects, and at about 70 % balanced accuracy for an unseen subject (4 subjects, 20 s clips).
+subject-specific distortion of each emotion's pattern, plus eye blinks.
+
+The effects are far larger than any real EEG shows (a fully felt high-arousal emotion
+multiplies beta amplitude about threefold), so that the demo's tiny EEGPT, trained from random
+weights on one CPU core, learns them within minutes. Logistic regression on 10 s log band
+powers separates the seven emotions almost perfectly, within subjects (99 %, 3-fold) and for an
+unseen subject (99 %; 4 subjects, 20 s clips). With gains a third of these it is 68 % for an
+unseen subject, but the tiny encoder then reaches only about 60 % balanced accuracy in the
+demo's 35 epochs, against about 85 % after 15 epochs here.
 """
 
 from __future__ import annotations
@@ -77,8 +82,9 @@ EMOTION_AXES = {
     "sad": (-0.7, -0.6, -0.4),
     "anger": (-0.7, 0.9, 0.6),
 }
-# Log-amplitude gains per unit of each axis and for each emotion's own mark.
-ASYMMETRY_GAIN, AROUSAL_GAIN, VALENCE_GAIN, MARK_GAIN = 0.6, 0.5, 0.5, 0.6
+# Log-amplitude gains per unit of each axis and for each emotion's own mark (deliberately large,
+# see the module docstring).
+ASYMMETRY_GAIN, AROUSAL_GAIN, VALENCE_GAIN, MARK_GAIN = 1.8, 1.5, 1.5, 1.8
 # Spread (log-amplitude) of each subject's baseline band powers and of its own distortion of
 # every emotion's pattern: what makes a new subject harder than a new clip.
 SUBJECT_BASELINE_SPREAD, SUBJECT_PATTERN_SPREAD = 0.35, 0.3
