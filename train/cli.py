@@ -12,8 +12,11 @@ so `e2llm stage2 --help` shows that stage's full set of options.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+
+from train.host import more_threads_on_signal, retain_freed_memory
 
 COMMANDS = {
     "synthesize": ("train.synthesize", "write synthetic recordings in SEED-VII's layout"),
@@ -47,15 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"e2llm: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    if command in TENSOR_HEAVY and not any(flag in {"-h", "--help"} for flag in rest):
-        import torch
+    heavy = command in TENSOR_HEAVY and not any(flag in {"-h", "--help"} for flag in rest)
+    # Before torch is imported: `e2llm demo` may ask a step it runs beside another for more threads.
+    with more_threads_on_signal() if heavy else contextlib.nullcontext():
+        if heavy:
+            import torch
 
-        if not torch.cuda.is_available():
-            from train.host import retain_freed_memory
-
-            retain_freed_memory()
-    module = importlib.import_module(COMMANDS[command][0])
-    result = module.main(rest)
+            if not torch.cuda.is_available():
+                retain_freed_memory()
+        module = importlib.import_module(COMMANDS[command][0])
+        result = module.main(rest)
     return int(result or 0)
 
 
