@@ -418,6 +418,23 @@ def test_lm_warmup_trains_a_tiny_qwen3_on_the_task_texts(data, tmp_path):
     assert tokenizer.convert_tokens_to_ids(["<eeg>", "<eeg_start>", "<eeg_end>"]) == [151669, 151670, 151671]
 
 
+def test_lm_warmup_reads_the_tasks_it_is_told_to_repeat_that_many_times():
+    from datasets import Dataset
+
+    from train.lm_warmup import parse_task_repeats, repeat_tasks
+
+    qa = Dataset.from_dict({"id": ["a", "b", "c", "d"], "task": ["IED", "EIM", "ESS", "EIM"]})
+    assert parse_task_repeats(None) == parse_task_repeats("") == {}
+    assert parse_task_repeats(" EIM=2, ESS=3 ") == {"EIM": 2, "ESS": 3}
+    assert repeat_tasks(qa, {"EIM": 2, "ESS": 3})["id"] == ["a", "b", "b", "c", "c", "c", "d", "d"]
+    assert repeat_tasks(qa, {}) is qa
+    with pytest.raises(ValueError, match="unknown task 'EMI'.*IED, EPC, ESS, EIM, ESR"):
+        parse_task_repeats("EMI=2")
+    for bad in ("EIM", "EIM=0", "EIM=two"):
+        with pytest.raises(ValueError, match="TASK=N"):
+            parse_task_repeats(bad)
+
+
 def test_lm_warmup_steps_are_random_draws_whose_micro_batches_are_sorted_by_length():
     from train.lm_warmup import StepSortedSampler
 

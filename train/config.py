@@ -139,6 +139,13 @@ class LMWarmupArguments:
     data: str = field(metadata={"help": "Prepared data folder with `qa/`."})
     qa_split: str = field(default="train", metadata={"help": "QA split whose texts the model reads."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N QA samples only."})
+    task_repeats: str | None = field(
+        default=None,
+        metadata={
+            "help": "Read the texts of some tasks more than once an epoch, as comma-separated TASK=N pairs "
+            "(e.g. `EIM=2`); every other task is read once."
+        },
+    )
     hidden_size: int = field(default=64, metadata={"help": "Width of the tiny Qwen3."})
     intermediate_size: int = field(default=128, metadata={"help": "MLP width of the tiny Qwen3."})
     num_hidden_layers: int = field(default=2, metadata={"help": "Layers of the tiny Qwen3."})

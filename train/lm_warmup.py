@@ -73,6 +73,30 @@ def chat_texts(qa, processor, segment_emotions: dict[str, str] | None = None):
     return qa.map(render, remove_columns=qa.column_names)
 
 
+def parse_task_repeats(spec: str | None) -> dict[str, int]:
+    """`"EIM=2,ESS=3"` -> `{"EIM": 2, "ESS": 3}`; None or "" -> `{}`."""
+    from train.qa import TASKS
+
+    repeats = {}
+    for item in filter(None, (part.strip() for part in (spec or "").split(","))):
+        task, _, count = item.partition("=")
+        task = task.strip()
+        if task not in TASKS:
+            raise ValueError(f"task_repeats names an unknown task {task!r} in {spec!r}; the tasks are {', '.join(TASKS)}")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"task_repeats wants TASK=N with N a whole number of at least 1, got {item!r} in {spec!r}")
+        repeats[task] = int(count)
+    return repeats
+
+
+def repeat_tasks(qa, repeats: dict[str, int]):
+    """`qa` with each row of a task in `repeats` present that many times (others once), in order."""
+    if not repeats:
+        return qa
+    indices = [i for i, task in enumerate(qa["task"]) for _ in range(repeats.get(task, 1))]
+    return qa.select(indices)
+
+
 def text_vocabulary(texts, tokenizer) -> list[int]:
     """The sorted token ids of the prompt-completion pairs `texts` (each part alone and both
     together, as a trainer may tokenize either way), with the tokenizer's end and padding ids."""
@@ -207,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     qa = load_qa(args.data, args.qa_split)
     if args.max_train_samples is not None:
         qa = qa.select(range(min(args.max_train_samples, len(qa))))
+    qa = repeat_tasks(qa, parse_task_repeats(args.task_repeats))
     segment_emotions = None
     if args.eeg_as_words:
         segments = load_segments(args.data)["train"]
