@@ -146,7 +146,7 @@ def _run_side_by_side(out: Path, steps: dict[str, tuple[str, list[str]]], state:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
             running[step] = (process, log, time.perf_counter())
     finally:
-        if MORE_THREADS_SIGNAL:
+        if previous is not None:  # None: a handler set outside Python, which cannot be put back
             signal.signal(MORE_THREADS_SIGNAL, previous)
     print(f"e2llm demo: {' and '.join(steps)} run side by side, one core each", flush=True)
     while running:
