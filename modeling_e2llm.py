@@ -522,6 +522,74 @@ class E2LLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     """
 
     eeg_hidden_states: torch.Tensor | None = None
+    token_predictions: torch.LongTensor | None = None
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T` against `targets`, a block of rows at a time.
+
+    The (rows, vocabulary) logits never exist whole: each block's logits are made, reduced to its
+    loss, turned into its softmax gradient and multiplied back through `weight` while they are
+    still in cache, so the backward pass only scales the gradients the forward left. Also returns
+    the argmax token of each row. Targets of -100 add nothing."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, block_rows, needs_input_grad):
+        grad_hidden = torch.zeros_like(hidden, dtype=torch.float32) if needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if needs_input_grad[1] else None
+        loss = hidden.new_zeros((), dtype=torch.float32)
+        predictions = torch.empty_like(targets)
+        for start in range(0, hidden.shape[0], block_rows):
+            rows = slice(start, start + block_rows)
+            block, block_targets = hidden[rows], targets[rows]
+            valid = block_targets != -100
+            picked = (torch.arange(block.shape[0], device=block.device), block_targets.clamp(min=0))
+            logits = (block @ weight.T).float()
+            largest, predictions[rows] = logits.max(dim=-1)
+            logits.sub_(largest[:, None])
+            target_logits = logits[picked]
+            total = logits.exp_().sum(dim=-1)
+            loss += ((total.log() - target_logits) * valid).sum()
+            if grad_hidden is None and grad_weight is None:
+                continue
+            logits.div_(total[:, None])  # softmax
+            logits[picked] -= 1.0
+            logits.mul_(valid[:, None])
+            if grad_hidden is not None:
+                grad_hidden[rows] = logits.to(weight.dtype) @ weight
+            if grad_weight is not None:
+                grad_weight.addmm_(logits.T, block.float())
+        ctx.save_for_backward(
+            grad_hidden if grad_hidden is not None else hidden.new_empty(0),
+            grad_weight if grad_weight is not None else weight.new_empty(0),
+        )
+        ctx.has_grads = (grad_hidden is not None, grad_weight is not None)
+        ctx.dtypes = (hidden.dtype, weight.dtype)
+        ctx.mark_non_differentiable(predictions)
+        return loss, predictions
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_predictions):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        has_hidden, has_weight = ctx.has_grads
+        return (
+            (grad_hidden * grad_loss).to(ctx.dtypes[0]) if has_hidden else None,
+            (grad_weight * grad_loss).to(ctx.dtypes[1]) if has_weight else None,
+            None,
+            None,
+            None,
+        )
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         block_rows: int = 256) -> tuple[torch.Tensor, torch.LongTensor]:  # fmt: skip
+    """Summed cross-entropy of the logits `hidden @ weight.T` ((rows, hidden) against a (vocabulary,
+    hidden) weight) for `targets` (rows,), -100 skipped, and each row's argmax token, computed
+    `block_rows` rows at a time without the whole logits. Differentiable in `hidden` and `weight`;
+    equal to `F.cross_entropy(hidden @ weight.T, targets, reduction="sum")` to float32 rounding."""
+    grads = torch.is_grad_enabled()
+    needs = (grads and hidden.requires_grad, grads and weight.requires_grad)
+    return _LinearCrossEntropy.apply(hidden, weight, targets, block_rows, needs)
 
 
 class E2LLMMultiModalProjector(nn.Module):
@@ -712,6 +780,9 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
         model.tie_weights()
         return model
 
+    # `forward` takes a boolean (batch, sequence) `logits_to_keep` with labels (train.trainer reads this).
+    accepts_answer_mask = True
+
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
@@ -742,11 +813,21 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
             labels (`(batch, sequence)`, *optional*): target ids, -100 where no loss is taken (the
                 prompt, the EEG placeholders, padding); shifted inside the loss.
             logits_to_keep (`int` or tensor): compute logits for the last `logits_to_keep`
-                positions only (0 = all).
+                positions only (0 = all); a 1-D index tensor keeps those positions in every row; a
+                boolean mask of shape (batch, sequence) keeps exactly its True positions, row by row,
+                and the logits come back flattened to (kept positions, vocab) in row-major order.
+                With labels and a boolean mask no logits are returned: the loss is taken a block of
+                positions at a time through the LM head (`linear_cross_entropy`) and
+                `token_predictions` holds each kept position's argmax token. Training passes the mask
+                of the positions whose next token is a target: with Qwen3's vocabulary the LM head
+                is most of a step, rows whose answers differ in length would otherwise pay for each
+                other's positions, and whole logits would cost vocabulary x positions of memory.
 
         Returns:
-            `E2LLMCausalLMOutputWithPast` with `logits` (batch, sequence, vocab) and `loss` when
-            labels are given.
+            `E2LLMCausalLMOutputWithPast` with `logits` (batch, sequence, vocab), or (kept positions,
+            vocab) for a boolean `logits_to_keep` without labels; `loss` when labels are given (mean
+            over the targets, or their sum over `num_items_in_batch` when that is passed); and
+            `token_predictions` (kept positions,) for a boolean `logits_to_keep` with labels.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -760,13 +841,31 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :])
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
-            )
+        vocab_size = self.config.text_config.vocab_size
+        if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dtype == torch.bool:
+            if logits_to_keep.shape != hidden_states.shape[:2]:
+                raise ValueError(
+                    f"A boolean logits_to_keep must be a (batch, sequence) mask of shape "
+                    f"{tuple(hidden_states.shape[:2])}, got {tuple(logits_to_keep.shape)}"
+                )
+            kept = hidden_states[logits_to_keep]
+            logits = loss = token_predictions = None
+            if labels is None:
+                logits = self.lm_head(kept)
+            else:
+                # The next token of each kept position; the last position has none.
+                shift_labels = F.pad(labels[:, 1:], (0, 1), value=-100)[logits_to_keep]
+                loss_sum, token_predictions = self._kept_positions_loss(kept, shift_labels)
+                divisor = kwargs.get("num_items_in_batch")
+                if divisor is None:
+                    divisor = (shift_labels != -100).sum()
+                loss = loss_sum / torch.as_tensor(divisor, device=loss_sum.device).clamp(min=1)
+        else:
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden_states[:, keep, :])
+            loss = token_predictions = None
+            if labels is not None:
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=vocab_size, **kwargs)
         return E2LLMCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -774,7 +873,17 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             eeg_hidden_states=outputs.eeg_hidden_states,
+            token_predictions=token_predictions,
         )
+
+    def _kept_positions_loss(self, kept: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.LongTensor]:
+        """Summed cross-entropy and argmax tokens at the kept positions: blockwise through the LM head's
+        weight when it is a plain bias-free linear layer, through full logits otherwise (an adapter on it)."""
+        head = self.lm_head
+        if type(head) is nn.Linear and head.bias is None:
+            return linear_cross_entropy(kept, head.weight, targets)
+        logits = head(kept).float()
+        return F.cross_entropy(logits, targets, reduction="sum"), logits.detach().argmax(-1)
 
     def prepare_inputs_for_generation(
         self,

@@ -3,18 +3,25 @@
     python benchmarks/train_step.py
     python benchmarks/train_step.py --hidden-size 512 --layers 4 --batch 4 --steps 5
 
-Three ways to get the language-model loss of the same batch, each measured in a fresh process
+Five ways to get the language-model loss of the same batch, each measured in a fresh process
 of this run (so one's freed memory cannot hide another's peak), in stage-2 conditions (only
 the projector trains):
 
 - `full`: the model's own loss, over logits for every position: (batch, sequence, vocab).
-- `answers`: what `train.trainer.AnswerLossSFTTrainer` does: logits only at the positions
-  whose next token is an answer token (`logits_to_keep`), cross-entropy there.
+- `union`: logits at the positions where any row's next token is an answer token
+  (`logits_to_keep` as an index tensor, the same positions in every row), cross-entropy there.
+- `rows`: logits at each row's own answer positions (`logits_to_keep` as a boolean mask),
+  cross-entropy there.
+- `answers`: what `train.trainer.AnswerLossSFTTrainer` does: the same positions, and the labels
+  with them, so that the model takes the loss a block of positions at a time through the LM
+  head (`linear_cross_entropy`) without making the whole logits.
 - `trl-fused`: TRL's fused LM head (`SFTTrainer`'s default loss): chunked log-probabilities
   without full logits; on CPU it scores every position.
 
 The batch has the layout of the multi-EEG tasks: a system prompt, three EEG windows (3 x 18
-tokens), a question, then a chain-of-thought answer that carries the loss. Figures: median
+tokens), a question, then a chain-of-thought answer that carries the loss. Answers run from
+`--shortest-answer` to `--answer-tokens` tokens across the rows, left-padded as the collator
+pads, as the demo's batches mix short IED answers with long EIM ones. Figures: median
 step time (forward + backward) and the peak memory a step adds over the memory held before it
 (CUDA: `max_memory_allocated`; CPU: resident set size sampled every millisecond), printed
 beside the ratio to `full`.
@@ -84,16 +91,20 @@ def build(args):
 
     windows = 3
     eeg = [EEG_START_TOKEN_ID] + [EEG_TOKEN_ID] * 16 + [EEG_END_TOKEN_ID]
-    rows, label_rows = [], []
-    for _ in range(args.batch):
+    lengths = torch.linspace(args.shortest_answer, args.answer_tokens, args.batch).round().long().tolist()
+    width = args.prompt_tokens + len(eeg) * windows + max(lengths)
+    rows, label_rows, attention = [], [], []
+    for length in lengths:
         prompt = torch.randint(0, 150000, (args.prompt_tokens,)).tolist()
         prompt[10:10] = eeg * windows
-        answer = torch.randint(0, 150000, (args.answer_tokens,)).tolist()
-        rows.append(prompt + answer)
-        label_rows.append([-100] * len(prompt) + answer)
+        answer = torch.randint(0, 150000, (length,)).tolist()
+        padding = width - len(prompt) - length
+        rows.append([0] * padding + prompt + answer)
+        label_rows.append([-100] * (padding + len(prompt)) + answer)
+        attention.append([0] * padding + [1] * (len(prompt) + length))
     inputs = {
         "input_ids": torch.tensor(rows, device=args.device),
-        "attention_mask": torch.ones(len(rows), len(rows[0]), dtype=torch.long, device=args.device),
+        "attention_mask": torch.tensor(attention, device=args.device),
         "eeg_values": torch.randn(args.batch * windows, 58, 1024, device=args.device) * 0.01,
         "eeg_channel_ids": torch.arange(58, device=args.device),
     }
@@ -101,19 +112,31 @@ def build(args):
 
 
 def loss_function(kind: str, model):
-    from train.trainer import answer_loss_sum, answer_positions
+    import torch.nn.functional as F
+
+    from train.trainer import answer_mask, answer_targets
 
     if kind == "full":
         return lambda inputs, labels: model(**inputs, labels=labels).loss
-    if kind == "answers":
+    if kind == "union":
 
-        def answers(inputs, labels):
-            positions = answer_positions(labels)
+        def union(inputs, labels):
+            positions = (labels[:, 1:] != -100).any(dim=0).nonzero().flatten()
             logits = model(**inputs, logits_to_keep=positions).logits
-            loss, _ = answer_loss_sum(logits, labels, positions)
-            return loss / (labels[:, 1:] != -100).sum()
+            targets = labels[:, positions + 1]
+            return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum") / (targets != -100).sum()
 
-        return answers
+        return union
+    if kind == "rows":
+
+        def rows(inputs, labels):
+            mask = answer_mask(labels)
+            logits = model(**inputs, logits_to_keep=mask).logits
+            return F.cross_entropy(logits.float(), answer_targets(labels, mask))
+
+        return rows
+    if kind == "answers":
+        return lambda inputs, labels: model(**inputs, labels=labels, logits_to_keep=answer_mask(labels)).loss
     from trl.trainer.utils import add_fused_lm_head
 
     add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
@@ -161,7 +184,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--prompt-tokens", type=int, default=120, help="text tokens before the answer, besides EEG")
-    parser.add_argument("--answer-tokens", type=int, default=160)
+    parser.add_argument("--answer-tokens", type=int, default=160, help="the longest answer")
+    parser.add_argument("--shortest-answer", type=int, default=60, help="the shortest answer (rows in between)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
@@ -170,7 +194,7 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     figures = {}
-    for kind in ("full", "answers", "trl-fused"):
+    for kind in ("full", "union", "rows", "answers", "trl-fused"):
         process = context.Process(target=measure, args=(kind, args, results))
         process.start()
         process.join()
@@ -182,7 +206,8 @@ def main() -> None:
     sequence = args.prompt_tokens + 3 * 18 + args.answer_tokens
     print(
         f"stage-2 step, vocabulary 151,936, Qwen3 body hidden {args.hidden_size} x {args.layers} layers, "
-        f"batch {args.batch} x {sequence} tokens ({args.answer_tokens} answer tokens each), device {args.device}"
+        f"batch {args.batch} x {sequence} tokens ({args.shortest_answer}-{args.answer_tokens} answer tokens a row), "
+        f"device {args.device}"
     )
     base_loss, base_time, base_peak = figures["full"]
     print(f"{'loss path':<12} {'loss':>8} {'step s':>8} {'x full':>7} {'peak MiB':>9} {'x full':>7}")

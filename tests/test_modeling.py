@@ -106,6 +106,64 @@ def test_forward_gives_logits_and_the_shifted_loss(model):
     torch.testing.assert_close(out.loss, expected)
 
 
+def test_a_boolean_logits_to_keep_scores_each_rows_own_positions(model):
+    """Two left-padded rows answering at different lengths: the mask keeps exactly their answer positions,
+    the logits are the full logits there (row-major); with labels, the blockwise loss is the full loss."""
+    from train.trainer import answer_mask, answer_targets
+
+    short, long = prompt_ids(1), prompt_ids(2)
+    input_ids = torch.tensor([[PAD] * (len(long) - len(short)) + short, long])
+    attention_mask = (torch.arange(len(long)) >= len(long) - len(short)).long()[None].repeat(2, 1)
+    attention_mask[1] = 1
+    labels = torch.full_like(input_ids, -100)
+    labels[0, -2:] = input_ids[0, -2:]  # row 0 answers with 2 tokens, row 1 with 5
+    labels[1, -5:] = input_ids[1, -5:]
+    mask = answer_mask(labels)
+    assert mask.sum() == 7 and not mask[:, -1].any()
+    assert mask[0].nonzero().flatten().tolist() == [len(long) - 3, len(long) - 2]
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, eeg_values=eeg_windows(3), eeg_channel_ids=CHANNELS)
+    with torch.no_grad():
+        full = model(**inputs, labels=labels)
+        kept = model(**inputs, logits_to_keep=mask)
+        scored = model(**inputs, labels=labels, logits_to_keep=mask)
+        summed = model(**inputs, labels=labels, logits_to_keep=mask, num_items_in_batch=2)
+    assert kept.logits.shape == (7, 151936)
+    torch.testing.assert_close(kept.logits, full.logits[mask])
+    assert scored.logits is None
+    torch.testing.assert_close(scored.loss, full.loss)
+    torch.testing.assert_close(summed.loss, full.loss * 7 / 2)
+    assert torch.equal(scored.token_predictions, full.logits[mask].argmax(-1))
+    assert answer_targets(labels, mask).tolist() == labels[0, -2:].tolist() + labels[1, -5:].tolist()
+    with pytest.raises(ValueError, match=r"\(batch, sequence\) mask of shape \(2, 40\), got \(2, 39\)"):
+        model(**inputs, logits_to_keep=mask[:, :-1])
+
+
+@pytest.mark.parametrize("block_rows", [1, 3, 256])
+@pytest.mark.parametrize("train_weight", [False, True])
+def test_linear_cross_entropy_matches_full_logits_in_value_and_gradients(block_rows, train_weight):
+    from modeling_e2llm import linear_cross_entropy
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(10, 16, generator=generator, requires_grad=True)
+    weight = torch.randn(500, 16, generator=generator).requires_grad_(train_weight)
+    targets = torch.randint(0, 500, (10,), generator=generator)
+    targets[[2, 7]] = -100
+    loss, predictions = linear_cross_entropy(hidden, weight, targets, block_rows=block_rows)
+    (loss * 3).backward()
+    grads = hidden.grad.clone(), (weight.grad.clone() if train_weight else None)
+    hidden.grad = weight.grad = None
+    logits = hidden @ weight.T
+    expected = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    (expected * 3).backward()
+    torch.testing.assert_close(loss, expected)
+    assert torch.equal(predictions, logits.argmax(-1))
+    torch.testing.assert_close(grads[0], hidden.grad)
+    if train_weight:
+        torch.testing.assert_close(grads[1], weight.grad)
+    with torch.no_grad():  # no gradients asked for: none computed, same loss
+        torch.testing.assert_close(linear_cross_entropy(hidden, weight, targets, block_rows)[0], expected.detach())
+
+
 def test_different_eeg_gives_different_logits(model):
     input_ids = torch.tensor([prompt_ids(1)])
     with torch.no_grad():
