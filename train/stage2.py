@@ -10,8 +10,8 @@
 stage 1 wrote; the official EEGPT checkpoint file for the "without stage 1" ablation) and a
 Qwen3 (`--llm`: a Hub id, a local folder, or `tiny`) with a new projector. Encoder and language
 model stay frozen; only the projector trains, kept in float32 even when the language model is
-loaded in bfloat16. TRL's `SFTTrainer` (as `train.trainer.AnswerLossSFTTrainer`, which computes
-logits only at answer positions) runs the language-model loss over the assistant answers
+loaded in bfloat16. TRL's `SFTTrainer` (as `train.trainer.AnswerLossSFTTrainer`, which takes the
+loss only at each row's answer positions) runs the language-model loss over the assistant answers
 of the QA split (`--qa_split train`, the 10,000 samples), batches built by `E2LLMCollator`
 (random 4 s crops of each EEG's segment, windows stacked in placeholder order, everything but
 the answers masked with -100).
