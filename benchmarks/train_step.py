@@ -182,7 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--prompt-tokens", type=int, default=120, help="text tokens before the answer, besides EEG")
     parser.add_argument("--answer-tokens", type=int, default=160, help="the longest answer")
     parser.add_argument("--shortest-answer", type=int, default=60, help="the shortest answer (rows in between)")
