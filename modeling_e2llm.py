@@ -878,9 +878,10 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
 
     def _kept_positions_loss(self, kept: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.LongTensor]:
         """Summed cross-entropy and argmax tokens at the kept positions: blockwise through the LM head's
-        weight when it is a plain bias-free linear layer, through full logits otherwise (an adapter on it)."""
+        weight when it is a plain bias-free linear layer holding a plain tensor, through full logits
+        otherwise (an adapter on the head, or a weight sharded outside the head's own forward)."""
         head = self.lm_head
-        if type(head) is nn.Linear and head.bias is None:
+        if type(head) is nn.Linear and head.bias is None and type(head.weight.data) is torch.Tensor:
             return linear_cross_entropy(kept, head.weight, targets)
         logits = head(kept).float()
         return F.cross_entropy(logits, targets, reduction="sum"), logits.detach().argmax(-1)

@@ -134,6 +134,16 @@ def test_a_boolean_logits_to_keep_scores_each_rows_own_positions(model):
     torch.testing.assert_close(summed.loss, full.loss * 7 / 2)
     assert torch.equal(scored.token_predictions, full.logits[mask].argmax(-1))
     assert answer_targets(labels, mask).tolist() == labels[0, -2:].tolist() + labels[1, -5:].tolist()
+    head = model.lm_head  # a head that is not a plain linear layer (an adapter on it) takes whole logits
+    model.lm_head = type("WrappedHead", (torch.nn.Linear,), {})(64, 151936, bias=False)
+    model.lm_head.weight = head.weight
+    try:
+        with torch.no_grad():
+            wrapped = model(**inputs, labels=labels, logits_to_keep=mask)
+    finally:
+        model.lm_head = head
+    torch.testing.assert_close(wrapped.loss, full.loss)
+    assert torch.equal(wrapped.token_predictions, scored.token_predictions)
     with pytest.raises(ValueError, match=r"\(batch, sequence\) mask of shape \(2, 40\), got \(2, 39\)"):
         model(**inputs, logits_to_keep=mask[:, :-1])
 
