@@ -114,17 +114,15 @@ def build(args):
 def loss_function(kind: str, model):
     import torch.nn.functional as F
 
-    from train.trainer import answer_mask, answer_targets
+    from train.trainer import answer_mask, answer_targets, union_loss_sum
 
     if kind == "full":
         return lambda inputs, labels: model(**inputs, labels=labels).loss
     if kind == "union":
 
         def union(inputs, labels):
-            positions = (labels[:, 1:] != -100).any(dim=0).nonzero().flatten()
-            logits = model(**inputs, logits_to_keep=positions).logits
-            targets = labels[:, positions + 1]
-            return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum") / (targets != -100).sum()
+            loss_sum, _, _ = union_loss_sum(model, inputs, labels)
+            return loss_sum / answer_mask(labels).sum()
 
         return union
     if kind == "rows":
