@@ -154,7 +154,8 @@ def test_chain_of_thought_names_and_checks_each_eeg(sets, segments):
         checks = lines[1 : 1 + len(emotions)]
         for number, (emotion, line) in enumerate(zip(emotions, checks), start=1):
             assert line.startswith(f"EEG {number} shows {qa.NOUN[emotion]}: ")
-            mark = re.search(rf"\. EEG {number} (fits|fits less|does not fit)\.$", line)[1]
+            noun = qa.NOUN[emotion]
+            mark = re.search(rf"\. Seen {noun}, asked {sought}: EEG {number} (fits|fits less|does not fit)\.$", line)[1]
             assert (mark != "does not fit") == (qa.NOUN[emotion] == sought)
             counted[mark] += 1
         assert lines[-1] == f"Answer: {sample['answer']}"
@@ -164,21 +165,25 @@ def test_chain_of_thought_names_and_checks_each_eeg(sets, segments):
     assert counted["fits"] and counted["does not fit"] and counted["fits less"]
 
 
-def test_eim_reasoning_repeats_each_scenario_and_finds_its_eeg(sets, segments):
+def test_eim_reasoning_checks_the_eegs_in_turn_until_one_shows_what_the_scenario_calls_for(sets, segments):
     for sample in (s for s in sets["train"] if s["task"] == "EIM"):
         emotions, lines = _emotions_of(sample, segments), _final_text(sample).split("\n")
         question = sample["messages"][1]["content"][-1]["text"]
         pairs = []
         for letter, line in zip("ABC", lines[3:6]):
             scenario = re.search(rf"^{letter}\. (.+)$", question, re.MULTILINE)[1]
-            noun, number = re.fullmatch(
-                rf"{letter}\. {re.escape(scenario)} This calls for ([a-z ]+), which EEG (\d) shows, so {letter}=EEG \2\.",
-                line,
+            need, checks, number = re.fullmatch(
+                rf"{letter}\. {re.escape(scenario)} This calls for ([a-z ]+)\. (.+) So {letter}=EEG (\d)\.", line
             ).groups()
+            expected = [
+                f"EEG {n}: seen {qa.NOUN[e]}, asked {need}: {'yes' if n == int(number) else 'no'}."
+                for n, e in enumerate(emotions[: int(number)], start=1)
+            ]
+            assert checks == " ".join(expected)
+            assert qa.NOUN[emotions[int(number) - 1]] == need
             assert scenario in qa.EIM_SCENARIOS[emotions[int(number) - 1]]
-            assert qa.NOUN[emotions[int(number) - 1]] == noun
             pairs.append(f"{letter}=EEG {number}")
-        assert ", ".join(pairs) == sample["answer"]
+        assert ", ".join(pairs) == sample["answer"] and lines[6] == f"Answer: {sample['answer']}"
 
 
 def test_no_cot_keeps_only_the_answer_line(segments):

@@ -9,11 +9,15 @@ that final line. Stored in a ``datasets`` table, an EEG item reads back as
 
 The reasoning is written so that each step needs one small look back, which a small language
 model learns from a few thousand examples: each EEG's sentence names its emotion first
-(``EEG 2 shows sadness: <its EEG signs>.``). EPC and ESS restate the emotion asked about on the
-first line, and each EEG's sentence ends with a check against it (``EEG 2 fits.``,
-``EEG 1 does not fit.``, ``EEG 3 fits less.`` when two show it and this one more weakly), so the
-answer repeats the EEG that fits. EIM repeats each scenario, names the emotion it calls for and
-the EEG that shows it (``A. <scenario> This calls for sadness, which EEG 2 shows, so A=EEG 2.``).
+(``EEG 2 shows sadness: <its EEG signs>.``), and every check of an EEG against the emotion asked
+about writes the two side by side right before its verdict, so the verdict compares neighbours
+rather than words a sentence apart. EPC and ESS restate the emotion asked about on the first
+line and end each EEG's sentence with its check (``Seen sadness, asked sadness: EEG 2 fits.``,
+``Seen fear, asked sadness: EEG 1 does not fit.``, ``... EEG 3 fits less.`` when two show it and
+this one more weakly), so the answer repeats the EEG that fits. EIM repeats each scenario, names
+the emotion it calls for and checks the EEGs in turn until one shows it
+(``A. <scenario> This calls for sadness. EEG 1: seen fear, asked sadness: no. EEG 2: seen
+sadness, asked sadness: yes. So A=EEG 2.``).
 
 Tasks and their canonical answer strings (the ``answer`` column, and what
 ``parse_answer(task, generated_text)`` returns):
@@ -400,7 +404,7 @@ class _Writer:
                 mark = "fits less"
             else:
                 mark = "fits" if self.pool.emotions[index] == emotion else "does not fit"
-            checks.append(f"{sentence} EEG {number} {mark}.")
+            checks.append(f"{sentence} Seen {NOUN[self.pool.emotions[index]]}, asked {NOUN[emotion]}: EEG {number} {mark}.")
         return checks
 
     def epc(self, emotion, outcome):
@@ -456,10 +460,13 @@ class _Writer:
         scenarios = [rng.choice(EIM_SCENARIOS[emotions[i]]) for i in order]
         numbers = [int(i) + 1 for i in order]
         question = rng.choice(EIM_QUESTIONS) + "".join(f"\n{l}. {s}" for l, s in zip("ABC", scenarios))
-        matches = [
-            f"{letter}. {scenario} This calls for {NOUN[emotions[i]]}, which EEG {i + 1} shows, so {letter}=EEG {i + 1}."
-            for letter, i, scenario in zip("ABC", order, scenarios)
-        ]
+        matches = []
+        for letter, i, scenario in zip("ABC", order, scenarios):
+            need = NOUN[emotions[i]]
+            checked = " ".join(
+                f"EEG {n + 1}: seen {NOUN[emotions[n]]}, asked {need}: {'yes' if n == i else 'no'}." for n in range(i + 1)
+            )
+            matches.append(f"{letter}. {scenario} This calls for {need}. {checked} So {letter}=EEG {i + 1}.")
         answer = eim_answer(numbers)
         turns = [_eeg_turn(3, question), _reply(self._answer([*self._describe(indices), *matches], answer))]
         return self._sample("EIM", turns, indices, answer)
