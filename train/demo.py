@@ -235,7 +235,7 @@ print(json.dumps({"segment": segment["id"], "true_emotion": segment["emotion"], 
 """
 
 
-def explain(hub: Path, prepared: Path, max_new_tokens: int = 288) -> dict:
+def explain(hub: Path, prepared: Path, max_new_tokens: int = DemoSize.max_new_tokens) -> dict:
     """Load the published folder in a fresh offline process and explain one test EEG."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     result = subprocess.run(
