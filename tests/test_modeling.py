@@ -148,9 +148,9 @@ def test_a_boolean_logits_to_keep_scores_each_rows_own_positions(model):
         model(**inputs, logits_to_keep=mask[:, :-1])
 
 
-@pytest.mark.parametrize("block_rows", [1, 3, 256])
+@pytest.mark.parametrize(("block_rows", "block_columns"), [(1, 4096), (3, 64), (256, 97), (256, 4096)])
 @pytest.mark.parametrize("train_weight", [False, True])
-def test_linear_cross_entropy_matches_full_logits_in_value_and_gradients(block_rows, train_weight):
+def test_linear_cross_entropy_matches_full_logits_in_value_and_gradients(block_rows, block_columns, train_weight):
     from modeling_e2llm import linear_cross_entropy
 
     generator = torch.Generator().manual_seed(0)
@@ -158,7 +158,7 @@ def test_linear_cross_entropy_matches_full_logits_in_value_and_gradients(block_r
     weight = torch.randn(500, 16, generator=generator).requires_grad_(train_weight)
     targets = torch.randint(0, 500, (10,), generator=generator)
     targets[[2, 7]] = -100
-    loss, predictions = linear_cross_entropy(hidden, weight, targets, block_rows=block_rows)
+    loss, predictions = linear_cross_entropy(hidden, weight, targets, block_rows, block_columns)
     (loss * 3).backward()
     grads = hidden.grad.clone(), (weight.grad.clone() if train_weight else None)
     hidden.grad = weight.grad = None
@@ -171,7 +171,27 @@ def test_linear_cross_entropy_matches_full_logits_in_value_and_gradients(block_r
     if train_weight:
         torch.testing.assert_close(grads[1], weight.grad)
     with torch.no_grad():  # no gradients asked for: none computed, same loss
-        torch.testing.assert_close(linear_cross_entropy(hidden, weight, targets, block_rows)[0], expected.detach())
+        torch.testing.assert_close(linear_cross_entropy(hidden, weight, targets, block_rows, block_columns)[0], expected.detach())
+
+
+def test_linear_cross_entropy_in_bfloat16_follows_the_float32_loss():
+    from modeling_e2llm import linear_cross_entropy
+
+    generator = torch.Generator().manual_seed(1)
+    hidden = torch.randn(6, 16, generator=generator)
+    weight = torch.randn(300, 16, generator=generator)
+    targets = torch.randint(0, 300, (6,), generator=generator)
+    low = hidden.bfloat16().requires_grad_()
+    loss, _ = linear_cross_entropy(low, weight.bfloat16(), targets, block_rows=4, block_columns=128)
+    loss.backward()
+    assert low.grad.dtype == torch.bfloat16
+    full = hidden.requires_grad_()
+    expected = torch.nn.functional.cross_entropy(full @ weight.T, targets, reduction="sum")
+    expected.backward()
+    torch.testing.assert_close(loss, expected.detach(), rtol=0.02, atol=0.5)
+    torch.testing.assert_close(low.grad.float(), full.grad, rtol=0.05, atol=0.1)
+    with pytest.raises(ValueError, match="block_rows and block_columns must be positive, got 4 and 0"):
+        linear_cross_entropy(hidden, weight, targets, block_rows=4, block_columns=0)
 
 
 def test_different_eeg_gives_different_logits(model):
