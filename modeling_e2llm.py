@@ -542,7 +542,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         loss = hidden.new_zeros((), dtype=torch.float32)
         predictions = torch.empty_like(targets)
         vocabulary = weight.shape[0]
-        columns = [slice(start, min(start + block_columns, vocabulary)) for start in range(0, vocabulary, block_columns)]
+        columns = [slice(start, start + block_columns) for start in range(0, vocabulary, block_columns)]
         for start in range(0, hidden.shape[0], block_rows):
             rows = slice(start, start + block_rows)
             block, block_targets = hidden[rows], targets[rows]
@@ -624,9 +624,9 @@ def linear_cross_entropy(
     to float32 rounding.
 
     `block_columns` defaults to 1536 on the CPU, where a (384, 1536) tile stays in cache (with
-    Qwen3's vocabulary and hidden 64 the loss of 1,024 positions, forward and backward, then takes
-    0.56-0.66x the time it takes over whole rows of logits: `benchmarks/train_step.py`), and to
-    the whole vocabulary elsewhere, where each tile costs kernel launches."""
+    Qwen3's vocabulary and a hidden size of 64 the head's matmul is bound by memory, and a demo
+    stage-2 step takes 0.74x the time it took over whole rows of logits; benchmarks/README.md),
+    and to the whole vocabulary elsewhere, where each tile costs kernel launches."""
     if block_rows < 1 or (block_columns is not None and block_columns < 1):
         raise ValueError(f"block_rows and block_columns must be positive, got {block_rows} and {block_columns}")
     if block_columns is None:
