@@ -39,7 +39,7 @@ weights on one CPU core, learns them within minutes. Logistic regression on 10 s
 powers separates the seven emotions almost perfectly, within subjects (99 %, 3-fold) and for an
 unseen subject (99 %; 4 subjects, 20 s clips). With gains a third of these it is 68 % for an
 unseen subject, but the tiny encoder then reaches only about 60 % balanced accuracy in the
-demo's 35 epochs, against about 85 % after 15 epochs here.
+demo's stage 1, against about 85 % after 15 epochs here.
 """
 
 from __future__ import annotations
