@@ -23,7 +23,7 @@ import tracemalloc
 import numpy as np
 
 from processing_e2llm import EEGPT_CHANNELS, E2LLMFeatureExtractor
-from train.seed_vii import SEED_VII_CHANNELS
+from train.data.seed_vii import SEED_VII_CHANNELS
 
 RATE = 1000.0
 

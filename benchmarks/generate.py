@@ -21,7 +21,7 @@ import torch
 from transformers import Qwen3ForCausalLM
 
 from modeling_e2llm import E2LLMForConditionalGeneration, EEGPTConfig, EEGPTModel
-from train.tiny import tiny_qwen3_config
+from train.stages.tiny import tiny_qwen3_config
 from train.tokenizer import EEG_END_TOKEN, EEG_START_TOKEN, EEG_TOKEN, build_qwen3_tokenizer
 
 QUESTIONS = (

@@ -6,7 +6,7 @@
 `e2llm lm-warmup` (demo only) trains the tiny Qwen3 of `train/recipes/demo/lm_warmup.yaml` on the
 task texts. Its samples differ in length about fourfold (one-EEG IED against three-EEG EIM with
 its scenarios), so one random batch of a step's 16 samples pads most of them to the longest. The
-recipe instead draws the same 16 samples per step and lets `train.lm_warmup.StepSortedSampler`
+recipe instead draws the same 16 samples per step and lets `train.stages.lm_warmup.StepSortedSampler`
 sort them by length into 4 micro-batches of 4 whose gradients accumulate (the recipe's
 `per_device_train_batch_size` and `gradient_accumulation_steps`). Both ways compute the same step:
 the benchmark checks that their gradients agree before timing them.
@@ -38,8 +38,8 @@ def qa_texts(count: int, seed: int):
     from datasets import Dataset
 
     from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
-    from train.lm_warmup import chat_texts
-    from train.qa import EMOTIONS, build_qa_sets, qa_features
+    from train.stages.lm_warmup import chat_texts
+    from train.data.qa import EMOTIONS, build_qa_sets, qa_features
     from train.tokenizer import build_qwen3_tokenizer
 
     rng = torch.Generator().manual_seed(seed)
@@ -59,7 +59,7 @@ def qa_texts(count: int, seed: int):
 
 def encode(texts, tokenizer):
     """Per sample: token ids and labels (-100 on the prompt), in the compact vocabulary."""
-    from train.lm_warmup import text_vocabulary
+    from train.stages.lm_warmup import text_vocabulary
 
     samples = []
     for prompt, completion in zip(texts["prompt"], texts["completion"]):
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import Qwen3ForCausalLM
 
-    from train.lm_warmup import StepSortedSampler, compact_config
-    from train.tiny import tiny_qwen3_config
+    from train.stages.lm_warmup import StepSortedSampler, compact_config
+    from train.stages.tiny import tiny_qwen3_config
 
     recipe = yaml.safe_load(RECIPE.read_text())
     micro, accumulation = recipe["per_device_train_batch_size"], recipe["gradient_accumulation_steps"]

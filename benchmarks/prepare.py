@@ -8,7 +8,7 @@ in a fresh process so peak memory is its own:
 - baseline: a straightforward per-clip MNE script: crop each clip, load it, `filter(0.1, 70)`,
   `notch_filter(50)`, `resample(256)`, pick the 58 electrodes, average reference, cut 10 s
   segments, save them with `datasets`;
-- prepare, 1 worker and `--num-workers` workers: `train.prepare.prepare(..., source="raw")`,
+- prepare, 1 worker and `--num-workers` workers: `train.data.prepare.prepare(..., source="raw")`,
   segments and a small QA set;
 - prepare from the same subjects' `EEG_preprocessed/*.mat` (200 Hz, already filtered), the form
   most users of SEED-VII start from.
@@ -84,9 +84,9 @@ def _measured(function, *args) -> tuple[float, float, float]:
 def steady_state(root: str, out: str) -> tuple[float, int]:
     """CPU seconds per raw recording once a worker is warm: the first recording is processed
     untimed (imports, filter design), the others timed. Returns (CPU seconds, clip seconds timed)."""
-    from train.prepare import list_jobs, write_shard
-    from train.recordings import filter_pad_seconds
-    from train.seed_vii import read_raw_recording, session_clip_bounds
+    from train.data.prepare import list_jobs, write_shard
+    from train.data.recordings import filter_pad_seconds
+    from train.data.seed_vii import read_raw_recording, session_clip_bounds
 
     jobs = list_jobs("seed-vii", root, source="raw")
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -109,9 +109,9 @@ def baseline(root: str, out: str) -> None:
     from datasets import Dataset
 
     from processing_e2llm import EEGPT_58_CHANNELS
-    from train.prepare import segment_features
-    from train.qa import EMOTIONS
-    from train.seed_vii import clip_bounds_from_annotations, clip_emotion, video_number
+    from train.data.prepare import segment_features
+    from train.data.qa import EMOTIONS
+    from train.data.seed_vii import clip_bounds_from_annotations, clip_emotion, video_number
 
     def rows():
         for path in sorted(Path(root, "EEG_raw").glob("*.fif")):
@@ -138,7 +138,7 @@ def baseline(root: str, out: str) -> None:
 
 
 def run_prepare(root: str, out: str, num_workers: int, source: str = "raw") -> None:
-    from train.prepare import prepare
+    from train.data.prepare import prepare
 
     sizes = {"train": 200, "stage3": 50, "test_multi": 30, "test_esr": 10}
     prepare("seed-vii", root, out, source=source, num_workers=num_workers, sizes=sizes)
@@ -168,7 +168,7 @@ def main() -> int:
     parser.add_argument("--workdir", default=None, help="folder for the synthetic data (default: a temporary one)")
     args = parser.parse_args()
 
-    from train.synthesize import synthesize
+    from train.data.synthesize import synthesize
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="e2llm-bench-"))
     root = workdir / "seed"

@@ -12,7 +12,7 @@ the projector trains):
   (`logits_to_keep` as an index tensor, the same positions in every row), cross-entropy there.
 - `rows`: logits at each row's own answer positions (`logits_to_keep` as a boolean mask),
   cross-entropy there.
-- `answers`: what `train.trainer.AnswerLossSFTTrainer` does: the same positions, and the labels
+- `answers`: what `train.stages.trainer.AnswerLossSFTTrainer` does: the same positions, and the labels
   with them, so that the model takes the loss a block of positions at a time through the LM
   head (`linear_cross_entropy`) without making the whole logits.
 - `trl-fused`: TRL's fused LM head (`SFTTrainer`'s default loss): chunked log-probabilities
@@ -71,7 +71,7 @@ def build(args):
     from transformers import Qwen3ForCausalLM
 
     from modeling_e2llm import E2LLMForConditionalGeneration, EEGPTConfig, EEGPTModel
-    from train.tiny import tiny_qwen3_config
+    from train.stages.tiny import tiny_qwen3_config
     from train.tokenizer import EEG_END_TOKEN_ID, EEG_START_TOKEN_ID, EEG_TOKEN_ID
 
     torch.manual_seed(0)
@@ -114,7 +114,7 @@ def build(args):
 def loss_function(kind: str, model):
     import torch.nn.functional as F
 
-    from train.trainer import answer_mask, answer_targets, union_loss_sum
+    from train.stages.trainer import answer_mask, answer_targets, union_loss_sum
 
     if kind == "full":
         return lambda inputs, labels: model(**inputs, labels=labels).loss

@@ -20,7 +20,7 @@ def qwen3_tokenizer():
 
 @pytest.fixture
 def tiny_text_config():
-    from train.tiny import tiny_qwen3_config
+    from train.stages.tiny import tiny_qwen3_config
 
     return tiny_qwen3_config()
 
@@ -32,7 +32,7 @@ def tiny_e2llm_folder(tmp_path_factory, qwen3_tokenizer):
 
     from modeling_e2llm import E2LLMForConditionalGeneration, EEGPTConfig, EEGPTModel
     from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
-    from train.tiny import tiny_qwen3_config
+    from train.stages.tiny import tiny_qwen3_config
 
     torch.manual_seed(0)
     model = E2LLMForConditionalGeneration.from_parts(

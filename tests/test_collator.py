@@ -8,8 +8,8 @@ import torch
 from datasets import Dataset
 
 from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
-from train.collator import IGNORE_INDEX, E2LLMCollator, assistant_mask
-from train.data import SEGMENT_CHANNEL_IDS, SegmentStore
+from train.stages.collator import IGNORE_INDEX, E2LLMCollator, assistant_mask
+from train.data.segments import SEGMENT_CHANNEL_IDS, SegmentStore
 
 SYSTEM = "You read EEG recordings."
 

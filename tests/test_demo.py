@@ -6,7 +6,7 @@ import pytest
 from datasets import load_from_disk
 
 from train import demo
-from train.qa import EMOTIONS
+from train.data.qa import EMOTIONS
 
 
 @pytest.fixture(scope="module")

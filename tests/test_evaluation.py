@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from train import evaluation
-from train.qa import EMOTIONS
+from train.evaluation import evaluate as evaluation
+from train.data.qa import EMOTIONS
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -20,8 +20,8 @@ def prepared(tmp_path_factory):
     """A prepared folder as `e2llm prepare` writes it: one test segment per emotion, small QA sets."""
     from datasets import Dataset, DatasetDict
 
-    from train.prepare import segment_features
-    from train.qa import build_qa_sets, qa_features
+    from train.data.prepare import segment_features
+    from train.data.qa import build_qa_sets, qa_features
 
     rng = np.random.default_rng(0)
     splits = {}
@@ -55,7 +55,7 @@ def model_and_processor(qwen3_tokenizer):
     from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
     from transformers import Qwen3ForCausalLM
 
-    from train.tiny import tiny_qwen3_config
+    from train.stages.tiny import tiny_qwen3_config
 
     torch.manual_seed(0)
     model = E2LLMForConditionalGeneration.from_parts(
@@ -77,7 +77,7 @@ def model_folder(model_and_processor, tmp_path_factory):
 def store(prepared):
     from datasets import load_from_disk
 
-    from train.data import SegmentStore
+    from train.data.segments import SegmentStore
 
     return SegmentStore(load_from_disk(str(prepared / "segments"))["test"])
 
@@ -323,7 +323,7 @@ def test_evaluate_names_a_folder_that_is_not_prepared(model_folder, tmp_path):
 
 
 def test_dataset_name_tells_synthetic_data_from_seed_vii(tmp_path):
-    from train.synthesize import README
+    from train.data.synthesize import README
 
     root = tmp_path / "root"
     root.mkdir()

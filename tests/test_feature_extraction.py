@@ -16,7 +16,7 @@ from processing_e2llm import (
     normalize_channel_name,
     preprocess_continuous,
 )
-from train.seed_vii import SEED_VII_CHANNELS
+from train.data.seed_vii import SEED_VII_CHANNELS
 
 # Most recordings here are seconds long; the 0.1 Hz high-pass is longer (a tested warning).
 pytestmark = pytest.mark.filterwarnings("ignore:The filter .* is longer than the recording")

@@ -75,8 +75,8 @@ def test_side_by_side_steps_survive_the_signal_sent_when_one_ends(tmp_path, caps
     # `synthesize` installs no handler. The help ends within the first second; the synthesis
     # (a few seconds) is still running then, gets the signal, and must ignore it, not die of it.
     steps = {
-        "help": ("train.synthesize", ["--help"]),
-        "data": ("train.synthesize", ["--out", str(tmp_path / "data"), "--subjects", "1", "--clip-seconds", "20"]),
+        "help": ("train.data.synthesize", ["--help"]),
+        "data": ("train.data.synthesize", ["--out", str(tmp_path / "data"), "--subjects", "1", "--clip-seconds", "20"]),
     }
     demo._run_side_by_side(tmp_path, steps, demo.DemoState(tmp_path, restart=True))
     printed = capsys.readouterr().out

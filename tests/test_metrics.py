@@ -13,7 +13,7 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from train.metrics import METRICS_DIR, load_metric
+from train.evaluation.metrics import METRICS_DIR, load_metric
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 from huggingface_hub import ModelCard
 
-from train.evaluation import score_predictions
-from train.publish import card_template_path, render_card
-from train.qa import EMOTIONS
+from train.evaluation.evaluate import score_predictions
+from train.evaluation.publish import card_template_path, render_card
+from train.data.qa import EMOTIONS
 
 
 @pytest.fixture(scope="module")
 def config():
     from modeling_e2llm import E2LLMConfig, EEGPTConfig
 
-    from train.tiny import tiny_qwen3_config
+    from train.stages.tiny import tiny_qwen3_config
 
     return E2LLMConfig(eeg_config=EEGPTConfig.from_preset("tiny"), text_config=tiny_qwen3_config())
 

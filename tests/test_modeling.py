@@ -12,7 +12,7 @@ from modeling_e2llm import (
     EEGPTConfig,
     EEGPTModel,
 )
-from train.tiny import tiny_qwen3_config
+from train.stages.tiny import tiny_qwen3_config
 from train.tokenizer import EEG_END_TOKEN_ID, EEG_START_TOKEN_ID, EEG_TOKEN_ID
 
 TOKENS_PER_WINDOW = 16
@@ -109,7 +109,7 @@ def test_forward_gives_logits_and_the_shifted_loss(model):
 def test_a_boolean_logits_to_keep_scores_each_rows_own_positions(model):
     """Two left-padded rows answering at different lengths: the mask keeps exactly their answer positions,
     the logits are the full logits there (row-major); with labels, the blockwise loss is the full loss."""
-    from train.trainer import answer_mask, answer_targets
+    from train.stages.trainer import answer_mask, answer_targets
 
     short, long = prompt_ids(1), prompt_ids(2)
     input_ids = torch.tensor([[PAD] * (len(long) - len(short)) + short, long])

@@ -10,7 +10,7 @@ import torch
 from transformers import Qwen3ForCausalLM
 
 from modeling_e2llm import E2LLMForConditionalGeneration, EEGPTConfig, EEGPTModel
-from train.tiny import tiny_qwen3_config
+from train.stages.tiny import tiny_qwen3_config
 from train.tokenizer import EEG_END_TOKEN_ID, EEG_START_TOKEN_ID, EEG_TOKEN_ID
 
 LOAD_AND_RUN = textwrap.dedent(

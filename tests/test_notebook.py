@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-from train.seed_vii import SEED_VII_CHANNELS
+from train.data.seed_vii import SEED_VII_CHANNELS
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "quickstart.ipynb"
 

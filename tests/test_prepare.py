@@ -10,12 +10,12 @@ import pytest
 from datasets import load_from_disk
 
 from processing_e2llm import EEGPT_58_CHANNELS, preprocess_continuous, preprocess_continuous_chunks
-from train import prepare as prepare_module
-from train.prepare import PAPER_TEST_FRACTION, list_jobs, main, split_indices, write_shard
-from train.qa import EMOTIONS
-from train.recordings import Clip, cut_segments, filter_pad_seconds, raw_clip_eeg, raw_clips_eeg
-from train.seed_vii import SEED_VII_CHANNELS, clip_emotion
-from train.synthesize import synthesize, synthesize_subject_raw
+from train.data import prepare as prepare_module
+from train.data.prepare import PAPER_TEST_FRACTION, list_jobs, main, split_indices, write_shard
+from train.data.qa import EMOTIONS
+from train.data.recordings import Clip, cut_segments, filter_pad_seconds, raw_clip_eeg, raw_clips_eeg
+from train.data.seed_vii import SEED_VII_CHANNELS, clip_emotion
+from train.data.synthesize import synthesize, synthesize_subject_raw
 
 QA_SIZES = ["--qa-train", "28", "--qa-stage3", "7", "--qa-test-multi", "6", "--qa-test-esr", "3"]
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
 
-from train import publish as publishing
-from train.evaluation import score_predictions
-from train.qa import EMOTIONS
+from train.evaluation import publish as publishing
+from train.evaluation.evaluate import score_predictions
+from train.data.qa import EMOTIONS
 
 MERGED_FILES = {
     "README.md",

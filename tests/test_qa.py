@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from train import qa
-from train.qa import EMOTIONS, TASKS, build_qa_sets, parse_answer
+from train.data import qa
+from train.data.qa import EMOTIONS, TASKS, build_qa_sets, parse_answer
 
 SIZES = {"train": 280, "stage3": 56, "test_multi": 60, "test_esr": 21}
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from train import seed_vii
-from train.seed_vii import (
+from train.data import seed_vii
+from train.data.seed_vii import (
     SEED_VII_CHANNELS,
     check_amplitudes,
     check_stimuli_order,

@@ -27,7 +27,7 @@ QUIET = ["--report_to", "none", "--gradient_checkpointing", "false", "--disable_
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from train import prepare, synthesize
+    from train.data import prepare, synthesize
 
     root = tmp_path_factory.mktemp("training-data")
     synthesize.main(["--out", str(root / "seed-vii"), "--subjects", "1", "--clip-seconds", "10"])
@@ -48,7 +48,7 @@ def stage1_args(data: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def stage1_dir(data, tmp_path_factory) -> Path:
-    from train import stage1
+    from train.stages import stage1
 
     out = tmp_path_factory.mktemp("stage1")
     with pytest.warns(UserWarning, match="random weights"):
@@ -65,7 +65,7 @@ def llm_dir(tmp_path_factory) -> Path:
     """
     from transformers import Qwen3ForCausalLM
 
-    from train.tiny import tiny_qwen3_config
+    from train.stages.tiny import tiny_qwen3_config
     from train.tokenizer import build_qwen3_tokenizer
 
     out = tmp_path_factory.mktemp("llm")
@@ -85,7 +85,7 @@ def stage2_args(data, encoder, llm, out, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def stage2_dir(data, stage1_dir, llm_dir, tmp_path_factory) -> Path:
-    from train import stage2
+    from train.stages import stage2
 
     out = tmp_path_factory.mktemp("stage2")
     assert stage2.main(stage2_args(data, stage1_dir, llm_dir, out)) == 0
@@ -94,7 +94,7 @@ def stage2_dir(data, stage1_dir, llm_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stage3_dir(data, stage2_dir, tmp_path_factory) -> Path:
-    from train import stage3
+    from train.stages import stage3
 
     out = tmp_path_factory.mktemp("stage3")
     argv = [
@@ -131,7 +131,7 @@ def test_stage1_saves_the_best_encoder_with_its_labels_and_history(stage1_dir):
 
 
 def test_stage1_loads_an_official_eegpt_checkpoint(data, tmp_path):
-    from train import stage1
+    from train.stages import stage1
 
     torch.manual_seed(1)
     encoder = EEGPTModel(EEGPTConfig.from_preset("tiny"))
@@ -146,7 +146,7 @@ def test_stage1_loads_an_official_eegpt_checkpoint(data, tmp_path):
 
 
 def test_stage1_resumes_after_an_interruption_and_matches_an_uninterrupted_run(data, tmp_path, monkeypatch):
-    from train import stage1
+    from train.stages import stage1
 
     assert stage1.main(stage1_args(data, tmp_path / "straight", "--num_train_epochs", "3")) == 0
 
@@ -174,7 +174,7 @@ def test_stage1_resumes_after_an_interruption_and_matches_an_uninterrupted_run(d
 
 
 def test_a_random_encoder_takes_the_initial_weight_spread_it_is_given():
-    from train.parts import load_eeg_encoder
+    from train.stages.parts import load_eeg_encoder
 
     with pytest.warns(UserWarning, match="random weights"):
         default = load_eeg_encoder(None, "tiny", 100.0)
@@ -187,14 +187,14 @@ def test_a_random_encoder_takes_the_initial_weight_spread_it_is_given():
 
 
 def test_stage1_refuses_a_missing_data_folder(tmp_path):
-    from train import stage1
+    from train.stages import stage1
 
     with pytest.raises(ValueError, match="No prepared segments at"):
         stage1.main(stage1_args(tmp_path / "nowhere", tmp_path / "out"))
 
 
 def test_stage1_refuses_a_checkpoint_of_another_size(data, tmp_path):
-    from train import stage1
+    from train.stages import stage1
 
     torch.save({"state_dict": {f"target_encoder.{k}": v for k, v in EEGPTModel(EEGPTConfig.from_preset("tiny")).state_dict().items()}}, tmp_path / "tiny.ckpt")  # fmt: skip
     with pytest.raises(ValueError, match="encoder_preset 'little'.*shape mismatches"):
@@ -224,8 +224,8 @@ def test_stage2_projector_moves_away_from_its_initialisation(data, stage2_dir, s
     from transformers import set_seed
     from trl import ModelConfig
 
-    from train.config import E2LLMScriptArguments
-    from train.stage2 import build_model_and_processor
+    from train.stages.config import E2LLMScriptArguments
+    from train.stages.stage2 import build_model_and_processor
 
     set_seed(0)  # the demo recipe's seed: the same draw as the run's projector
     script_args = E2LLMScriptArguments(data=str(data), encoder=str(stage1_dir), llm=str(llm_dir))
@@ -249,7 +249,7 @@ def test_stage2_output_loads_with_automodel_and_its_processor(stage2_dir):
 
 
 def test_stage2_loss_falls_when_overfitting_a_handful_of_samples(data, stage1_dir, llm_dir, tmp_path):
-    from train import stage2
+    from train.stages import stage2
 
     argv = stage2_args(data, stage1_dir, llm_dir, tmp_path, "--max_steps", "10", "--max_train_samples", "2",
                        "--learning_rate", "1e-2", "--lr_scheduler_type", "constant", "--train_crop", "center",
@@ -261,8 +261,8 @@ def test_stage2_loss_falls_when_overfitting_a_handful_of_samples(data, stage1_di
 
 
 def test_stage2_resumes_after_an_interruption_and_matches_an_uninterrupted_run(data, stage1_dir, llm_dir, tmp_path, monkeypatch):
-    from train import stage2
-    from train.trainer import AnswerLossSFTTrainer
+    from train.stages import stage2
+    from train.stages.trainer import AnswerLossSFTTrainer
 
     def argv(out, *extra):
         return stage2_args(data, stage1_dir, llm_dir, out, "--max_steps", "4", "--save_strategy", "steps",
@@ -291,7 +291,7 @@ def test_stage2_resumes_after_an_interruption_and_matches_an_uninterrupted_run(d
 def test_stage2_refuses_qa_sets_from_another_preparation(data, stage1_dir, llm_dir, tmp_path):
     from datasets import load_from_disk
 
-    from train import stage2
+    from train.stages import stage2
 
     other = tmp_path / "prepared"
     load_from_disk(str(data / "segments")).map(lambda row: {"id": "x" + row["id"]}).save_to_disk(str(other / "segments"))
@@ -301,22 +301,22 @@ def test_stage2_refuses_qa_sets_from_another_preparation(data, stage1_dir, llm_d
 
 
 def test_stage2_refuses_a_missing_language_model_folder(data, stage1_dir, tmp_path):
-    from train import stage2
+    from train.stages import stage2
 
     with pytest.raises(ValueError, match="Language model folder not found"):
         stage2.main(stage2_args(data, stage1_dir, tmp_path / "no-such-llm", tmp_path / "out"))
 
 
 def test_a_tokenizer_whose_eeg_tokens_fall_outside_the_embedding_is_refused(qwen3_tokenizer):
-    from train.parts import build_processor
+    from train.stages.parts import build_processor
 
     with pytest.raises(ValueError, match="fall outside the language model's 151669 embedding rows"):
         build_processor(qwen3_tokenizer, vocab_size=151669)
 
 
 def test_data_with_channels_outside_the_encoder_vocabulary_is_refused():
-    from train.data import SEGMENT_CHANNEL_IDS
-    from train.parts import check_channels
+    from train.data.segments import SEGMENT_CHANNEL_IDS
+    from train.stages.parts import check_channels
 
     with pytest.raises(ValueError, match="the encoder knows 32 channels"):
         check_channels(EEGPTConfig.from_preset("tiny", channel_names=[f"C{i}" for i in range(32)]), SEGMENT_CHANNEL_IDS)
@@ -373,7 +373,7 @@ print(type(model).__name__, out.shape[1] - inputs["input_ids"].shape[1])
 
 
 def test_stage3_refuses_both_a_stage2_model_and_parts(data, stage2_dir, llm_dir, tmp_path):
-    from train import stage3
+    from train.stages import stage3
 
     argv = ["--data", str(data), "--model", str(stage2_dir), "--llm", str(llm_dir), "--output_dir", str(tmp_path), *QUIET]
     with pytest.raises(ValueError, match="either `model`.*or `encoder` and `llm`"):
@@ -385,8 +385,8 @@ def test_stage3_lora_pattern_matches_only_the_language_models_q_and_k():
 
     from transformers import Qwen3ForCausalLM
 
-    from train.stage3 import LANGUAGE_MODEL_QK
-    from train.tiny import tiny_qwen3_config
+    from train.stages.stage3 import LANGUAGE_MODEL_QK
+    from train.stages.tiny import tiny_qwen3_config
 
     model = E2LLMForConditionalGeneration.from_parts(
         EEGPTModel(EEGPTConfig.from_preset("tiny")), Qwen3ForCausalLM(tiny_qwen3_config())
@@ -401,7 +401,7 @@ def test_stage3_lora_pattern_matches_only_the_language_models_q_and_k():
 def test_lm_warmup_trains_a_tiny_qwen3_on_the_task_texts(data, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train import lm_warmup
+    from train.stages import lm_warmup
 
     argv = [
         "--config", str(RECIPES / "demo" / "lm_warmup.yaml"), "--data", str(data), "--output_dir", str(tmp_path),
@@ -421,7 +421,7 @@ def test_lm_warmup_trains_a_tiny_qwen3_on_the_task_texts(data, tmp_path):
 def test_lm_warmup_reads_the_tasks_it_is_told_to_repeat_that_many_times():
     from datasets import Dataset
 
-    from train.lm_warmup import parse_task_repeats, repeat_tasks
+    from train.stages.lm_warmup import parse_task_repeats, repeat_tasks
 
     qa = Dataset.from_dict({"id": ["a", "b", "c", "d"], "task": ["IED", "EIM", "ESS", "EIM"]})
     assert parse_task_repeats(None) == parse_task_repeats("") == {}
@@ -436,7 +436,7 @@ def test_lm_warmup_reads_the_tasks_it_is_told_to_repeat_that_many_times():
 
 
 def test_lm_warmup_steps_are_random_draws_whose_micro_batches_are_sorted_by_length():
-    from train.lm_warmup import StepSortedSampler
+    from train.stages.lm_warmup import StepSortedSampler
 
     lengths = [int(n) for n in torch.randint(10, 400, (50,), generator=torch.Generator().manual_seed(1))]
     sampler = StepSortedSampler(lengths, step_size=8, seed=3)
@@ -457,7 +457,7 @@ def test_lm_warmup_writes_each_eeg_span_as_its_segments_emotion(data, qwen3_toke
     from datasets import load_from_disk
 
     from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
-    from train.lm_warmup import chat_texts
+    from train.stages.lm_warmup import chat_texts
 
     processor = E2LLMProcessor(E2LLMFeatureExtractor(), qwen3_tokenizer)
     qa = load_from_disk(str(data / "qa"))["train"].select(range(8))
@@ -476,7 +476,7 @@ def test_lm_warmup_writes_each_eeg_span_as_its_segments_emotion(data, qwen3_toke
 def test_lm_warmup_compact_vocabulary_expands_to_the_same_model_on_its_tokens(tiny_text_config):
     from transformers import Qwen3ForCausalLM
 
-    from train.lm_warmup import compact_config, expand_vocabulary
+    from train.stages.lm_warmup import compact_config, expand_vocabulary
 
     vocabulary = [0, 17, 9707, 1879, 151643, 151645, 151670]
     torch.manual_seed(0)
@@ -501,14 +501,14 @@ def accelerate_launch(module: str, argv: list[str]) -> subprocess.CompletedProce
 
 
 def test_accelerate_launch_runs_stage1_of_the_demo_recipe_on_two_processes(data, tmp_path):
-    result = accelerate_launch("train.stage1", stage1_args(data, tmp_path, "--num_train_epochs", "1"))
+    result = accelerate_launch("train.stages.stage1", stage1_args(data, tmp_path, "--num_train_epochs", "1"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "model.safetensors").is_file()
     assert len(json.loads((tmp_path / "history.json").read_text())) == 1
 
 
 def test_accelerate_launch_runs_stage2_of_the_demo_recipe_on_two_processes(data, stage1_dir, llm_dir, tmp_path):
-    result = accelerate_launch("train.stage2", stage2_args(data, stage1_dir, llm_dir, tmp_path))
+    result = accelerate_launch("train.stages.stage2", stage2_args(data, stage1_dir, llm_dir, tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Stage 2 done" in result.stdout
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "processor_config.json").is_file()
@@ -519,7 +519,7 @@ def test_accelerate_launch_runs_stage2_of_the_demo_recipe_on_two_processes(data,
 
 @pytest.mark.parametrize("size", ["qwen3-4b", "qwen3-8b", "qwen3-14b"])
 def test_paper_recipes_give_an_effective_batch_of_16_and_the_papers_optimiser(size):
-    from train.stage2 import parse_arguments
+    from train.stages.stage2 import parse_arguments
 
     processes = {"qwen3-4b": 1, "qwen3-8b": 2, "qwen3-14b": 2}[size]
     for stage, lr in (("stage2", 2e-4), ("stage3", 2e-4)):
@@ -534,7 +534,7 @@ def test_paper_recipes_give_an_effective_batch_of_16_and_the_papers_optimiser(si
 def test_stage1_recipes_are_the_papers():
     from trl import TrlParser
 
-    from train.config import Stage1Arguments
+    from train.stages.config import Stage1Arguments
 
     for size in ("qwen3-4b", "qwen3-8b", "qwen3-14b"):
         (args,) = TrlParser((Stage1Arguments,)).parse_args_and_config(["--config", str(RECIPES / size / "stage1.yaml")])
@@ -544,8 +544,8 @@ def test_stage1_recipes_are_the_papers():
 def test_every_recipe_parses_with_its_stage(tmp_path):
     from trl import SFTConfig, TrlParser
 
-    from train.config import LMWarmupArguments, Stage1Arguments
-    from train.stage2 import parse_arguments
+    from train.stages.config import LMWarmupArguments, Stage1Arguments
+    from train.stages.stage2 import parse_arguments
 
     recipes = sorted(RECIPES.glob("*/**/*.yaml"))
     for recipe in recipes:

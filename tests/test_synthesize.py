@@ -11,9 +11,9 @@ import pytest
 from scipy.io import loadmat
 from scipy.signal import welch
 
-from train.qa import EMOTIONS
-from train.seed_vii import SEED_VII_CHANNELS, clip_emotion
-from train.synthesize import BAND_EDGES, BANDS, SubjectModel, intensity_trace, main
+from train.data.qa import EMOTIONS
+from train.data.seed_vii import SEED_VII_CHANNELS, clip_emotion
+from train.data.synthesize import BAND_EDGES, BANDS, SubjectModel, intensity_trace, main
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,14 @@ import sys
 from train.host import more_threads_on_signal, retain_freed_memory
 
 COMMANDS = {
-    "synthesize": ("train.synthesize", "write synthetic recordings in SEED-VII's layout"),
-    "prepare": ("train.prepare", "SEED-VII or your recordings -> segments and QA sets"),
-    "lm-warmup": ("train.lm_warmup", "demo only: teach a tiny random Qwen3 the task texts"),
-    "stage1": ("train.stage1", "stage 1: the EEGPT encoder learns emotions"),
-    "stage2": ("train.stage2", "stage 2: the projector learns to speak to the LLM"),
-    "stage3": ("train.stage3", "stage 3: projector + LoRA, chain-of-thought answers"),
-    "evaluate": ("train.evaluation", "the paper's metrics on the test QA sets"),
-    "publish": ("train.publish", "a complete Hub folder with its model card; optionally upload"),
+    "synthesize": ("train.data.synthesize", "write synthetic recordings in SEED-VII's layout"),
+    "prepare": ("train.data.prepare", "SEED-VII or your recordings -> segments and QA sets"),
+    "lm-warmup": ("train.stages.lm_warmup", "demo only: teach a tiny random Qwen3 the task texts"),
+    "stage1": ("train.stages.stage1", "stage 1: the EEGPT encoder learns emotions"),
+    "stage2": ("train.stages.stage2", "stage 2: the projector learns to speak to the LLM"),
+    "stage3": ("train.stages.stage3", "stage 3: projector + LoRA, chain-of-thought answers"),
+    "evaluate": ("train.evaluation.evaluate", "the paper's metrics on the test QA sets"),
+    "publish": ("train.evaluation.publish", "a complete Hub folder with its model card; optionally upload"),
     "demo": ("train.demo", "the whole pipeline end to end on synthetic data, on the CPU"),
 }
 # Commands whose CPU runs allocate and free large tensors every step (see `train.host`).

@@ -185,23 +185,23 @@ def _steps(out: Path, size: DemoSize, seed: int) -> dict[str, tuple[str, list[st
     qa = [item for pair in size.qa.items() for item in map(str, pair)]
     limits = ["--limit", str(size.max_eval)] if size.max_eval else []
     return {
-        "data": ("train.synthesize", ["--out", o["data"], "--subjects", str(size.subjects),
+        "data": ("train.data.synthesize", ["--out", o["data"], "--subjects", str(size.subjects),
                                       "--clip-seconds", str(size.clip_seconds), "--seed", str(seed)]),
-        "prepared": ("train.prepare", ["--dataset", "seed-vii", "--root", o["data"], "--out", o["prepared"],
+        "prepared": ("train.data.prepare", ["--dataset", "seed-vii", "--root", o["data"], "--out", o["prepared"],
                                        "--seed", str(seed), *qa]),
-        "stage1": ("train.stage1", ["--config", str(RECIPES / "stage1.yaml"), "--data", o["prepared"],
+        "stage1": ("train.stages.stage1", ["--config", str(RECIPES / "stage1.yaml"), "--data", o["prepared"],
                                     "--output_dir", o["stage1"], "--seed", str(seed)]),
-        "lm-warmup": ("train.lm_warmup", ["--config", str(RECIPES / "lm_warmup.yaml"), "--data", o["prepared"],
+        "lm-warmup": ("train.stages.lm_warmup", ["--config", str(RECIPES / "lm_warmup.yaml"), "--data", o["prepared"],
                                           "--output_dir", o["lm-warmup"], "--seed", str(seed)]),
-        "stage2": ("train.stage2", ["--config", str(RECIPES / "stage2.yaml"), "--data", o["prepared"],
+        "stage2": ("train.stages.stage2", ["--config", str(RECIPES / "stage2.yaml"), "--data", o["prepared"],
                                     "--encoder", o["stage1"], "--llm", o["lm-warmup"],
                                     "--output_dir", o["stage2"], "--seed", str(seed)]),
-        "stage3": ("train.stage3", ["--config", str(RECIPES / "stage3.yaml"), "--data", o["prepared"],
+        "stage3": ("train.stages.stage3", ["--config", str(RECIPES / "stage3.yaml"), "--data", o["prepared"],
                                     "--model", o["stage2"], "--output_dir", o["stage3"], "--seed", str(seed)]),
-        "eval": ("train.evaluation", ["--model", str(out / "stage3" / "merged"), "--data", o["prepared"],
+        "eval": ("train.evaluation.evaluate", ["--model", str(out / "stage3" / "merged"), "--data", o["prepared"],
                                       "--out", o["eval"], "--max-new-tokens", str(size.max_new_tokens),
                                       "--batch-size", str(size.eval_batch_size), *limits]),
-        "hub": ("train.publish", ["--model", o["stage3"], "--results", str(out / "eval" / "results.json"),
+        "hub": ("train.evaluation.publish", ["--model", o["stage3"], "--results", str(out / "eval" / "results.json"),
                                   "--out", o["hub"], "--base-model", "tiny Qwen3 (demo, random start)"]),
     }
 

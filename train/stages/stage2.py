@@ -3,14 +3,14 @@
     e2llm stage2 --config train/recipes/qwen3-8b/stage2.yaml \\
         --data prepared/ --encoder runs/qwen3-8b/stage1 --llm Qwen/Qwen3-8B --output_dir runs/qwen3-8b/stage2
 
-    accelerate launch --config_file train/recipes/accelerate/ddp-2gpu.yaml -m train.stage2 \\
+    accelerate launch --config_file train/recipes/accelerate/ddp-2gpu.yaml -m train.stages.stage2 \\
         --config train/recipes/qwen3-8b/stage2.yaml
 
 `E2LLMForConditionalGeneration.from_parts` joins the stage-1 encoder (`--encoder`, the folder
 stage 1 wrote; the official EEGPT checkpoint file for the "without stage 1" ablation) and a
 Qwen3 (`--llm`: a Hub id, a local folder, or `tiny`) with a new projector. Encoder and language
 model stay frozen; only the projector trains, kept in float32 even when the language model is
-loaded in bfloat16. TRL's `SFTTrainer` (as `train.trainer.AnswerLossSFTTrainer`, which takes the
+loaded in bfloat16. TRL's `SFTTrainer` (as `train.stages.trainer.AnswerLossSFTTrainer`, which takes the
 loss only at each row's answer positions) runs the language-model loss over the assistant answers
 of the QA split (`--qa_split train`, the 10,000 samples), batches built by `E2LLMCollator`
 (random 4 s crops of each EEG's segment, windows stacked in placeholder order, everything but
@@ -39,7 +39,7 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from train.config import E2LLMScriptArguments
+from train.stages.config import E2LLMScriptArguments
 
 logger = logging.get_logger(__name__)
 
@@ -64,7 +64,7 @@ def parse_arguments(argv: list[str] | None):
 
 def build_model_and_processor(script_args: E2LLMScriptArguments, model_args):
     """E2LLM from `encoder` and `llm` (projector new), and its processor."""
-    from train.parts import build_e2llm, build_processor, load_eeg_encoder, load_language_model
+    from train.stages.parts import build_e2llm, build_processor, load_eeg_encoder, load_language_model
 
     if script_args.llm is None:
         raise ValueError("No language model given: set `llm` (a Qwen3 Hub id, a local folder, or `tiny`)")
@@ -87,9 +87,9 @@ def build_datasets(script_args: E2LLMScriptArguments, processor, model, seed: in
     """(train QA, eval QA or None, collator) with every referenced segment checked to exist."""
     from datasets import concatenate_datasets
 
-    from train.collator import E2LLMCollator
-    from train.data import SEGMENT_CHANNEL_IDS, SegmentStore
-    from train.parts import check_channels, load_qa, load_segments
+    from train.stages.collator import E2LLMCollator
+    from train.data.segments import SEGMENT_CHANNEL_IDS, SegmentStore
+    from train.stages.parts import check_channels, load_qa, load_segments
 
     segments = load_segments(script_args.data)
     check_channels(model.config.eeg_config, SEGMENT_CHANNEL_IDS)
@@ -133,7 +133,7 @@ def last_checkpoint(output_dir: str, resume: bool) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     from transformers import set_seed
 
-    from train.trainer import AnswerLossSFTTrainer
+    from train.stages.trainer import AnswerLossSFTTrainer
 
     script_args, training_args, model_args = parse_arguments(argv)
     set_seed(training_args.seed)

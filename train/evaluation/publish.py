@@ -36,7 +36,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from train.evaluation import CHOICE_TASKS, PAPER_BEST, format_tables
+from train.evaluation.evaluate import CHOICE_TASKS, PAPER_BEST, format_tables
 
 CARD_TEMPLATE = "e2llm.md"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -62,7 +62,7 @@ class UploadError(RuntimeError):
 
 def card_template_path() -> Path:
     """`model_cards/e2llm.md`: from the source tree, else from the installed `model_cards` data."""
-    source = Path(__file__).resolve().parents[1] / "model_cards" / CARD_TEMPLATE
+    source = Path(__file__).resolve().parents[2] / "model_cards" / CARD_TEMPLATE
     if source.exists():
         return source
     from importlib.resources import files
@@ -112,7 +112,7 @@ def render_card(config, *, model_name: str, repo_id: str, base_model: str | None
                 dataset_name: str, num_parameters: int | None = None, adapter_only: bool = False,
                 adapter_base: str | None = None) -> ModelCard:  # fmt: skip
     """The model card: `E2LLMConfig` `config`, optional evaluation `results` (results.json of `e2llm evaluate`)."""
-    from train.qa import EMOTIONS
+    from train.data.qa import EMOTIONS
 
     data = ModelCardData(
         model_name=model_name,
@@ -163,7 +163,7 @@ def _check_auto_maps(folder: Path) -> None:
 
 def export_merged(model_dir: Path, folder: Path) -> tuple:
     """Save the merged model and its processor into `folder`; returns (config, number of parameters)."""
-    from train.evaluation import load_for_evaluation
+    from train.evaluation.evaluate import load_for_evaluation
 
     model, processor = load_for_evaluation(model_dir, "cpu", "auto")
     if processor is None:
@@ -179,7 +179,7 @@ def export_adapter(model_dir: Path, folder: Path, adapter_base: str | None) -> t
     """Copy the stage-3 adapter and the processor into `folder`; returns (config of the base model, base id)."""
     from modeling_e2llm import E2LLMConfig
 
-    from train.evaluation import load_processor
+    from train.evaluation.evaluate import load_processor
 
     missing = [name for name in ADAPTER_FILES if not (model_dir / name).exists()]
     if missing:

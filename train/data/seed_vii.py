@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.qa import EMOTIONS
+from train.data.qa import EMOTIONS
 
 SEED_VII_CHANNELS = (
     "FP1 FPZ FP2 AF3 AF4 F7 F5 F3 F1 FZ F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCZ FC2 FC4 FC6 FT8 "

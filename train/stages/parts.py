@@ -19,7 +19,7 @@ TINY_LLM = "tiny"
 
 
 def load_segments(data: str | Path):
-    """The prepared 10 s segments: a `DatasetDict` with `train` and `test` (see `train.prepare`)."""
+    """The prepared 10 s segments: a `DatasetDict` with `train` and `test` (see `train.data.prepare`)."""
     from datasets import load_from_disk
 
     path = Path(data) / "segments"
@@ -113,7 +113,7 @@ def load_language_model(name: str, dtype: str | torch.dtype | None = None, attn_
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3ForCausalLM
 
-    from train.tiny import tiny_qwen3_config
+    from train.stages.tiny import tiny_qwen3_config
     from train.tokenizer import build_qwen3_tokenizer
 
     if dtype not in (None, "auto") and isinstance(dtype, str):

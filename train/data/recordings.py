@@ -45,7 +45,7 @@ from processing_e2llm import (
     preprocess_continuous,
     preprocess_continuous_chunks,
 )
-from train.qa import EMOTIONS
+from train.data.qa import EMOTIONS
 
 SEGMENT_SECONDS = 10
 SEGMENT_SAMPLES = SEGMENT_SECONDS * TARGET_SAMPLING_RATE

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import sys
 
-from train.config import LMWarmupArguments
+from train.stages.config import LMWarmupArguments
 
 DEMO_ONLY = "demo-only"
 
@@ -53,7 +53,7 @@ def chat_texts(qa, processor, segment_emotions: dict[str, str] | None = None):
 
     With `segment_emotions` (segment id -> emotion name) each EEG span is written in words (see
     `eeg_span_as_words`); without it, as the bare `<eeg>` tokens the processor writes."""
-    from train.collator import clean_messages
+    from train.stages.collator import clean_messages
 
     def render(row):
         messages = clean_messages(row["messages"])
@@ -75,7 +75,7 @@ def chat_texts(qa, processor, segment_emotions: dict[str, str] | None = None):
 
 def parse_task_repeats(spec: str | None) -> dict[str, int]:
     """`"EIM=2,ESS=3"` -> `{"EIM": 2, "ESS": 3}`; None or "" -> `{}`."""
-    from train.qa import TASKS
+    from train.data.qa import TASKS
 
     repeats = {}
     for item in filter(None, (part.strip() for part in (spec or "").split(","))):
@@ -175,7 +175,7 @@ class StepSortedSampler:
 def _compact_vocabulary_trainer():
     import torch
 
-    from train.trainer import IGNORE_INDEX, AnswerLossSFTTrainer
+    from train.stages.trainer import IGNORE_INDEX, AnswerLossSFTTrainer
 
     class CompactVocabularyTrainer(AnswerLossSFTTrainer):
         """`AnswerLossSFTTrainer` for a model whose vocabulary is `vocabulary` (its row i is token
@@ -217,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     from trl import SFTConfig, TrlParser
 
     from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
-    from train.parts import load_qa, load_segments
-    from train.tiny import tiny_qwen3_config
+    from train.stages.parts import load_qa, load_segments
+    from train.stages.tiny import tiny_qwen3_config
     from train.tokenizer import build_qwen3_tokenizer
 
     parser = TrlParser((LMWarmupArguments, SFTConfig))

@@ -3,7 +3,7 @@
     e2llm stage1 --config train/recipes/qwen3-8b/stage1.yaml \\
         --data prepared/ --encoder eegpt_mcae_58chs_4s_large4E.ckpt --output_dir runs/stage1
 
-    accelerate launch --config_file train/recipes/accelerate/ddp-2gpu.yaml -m train.stage1 \\
+    accelerate launch --config_file train/recipes/accelerate/ddp-2gpu.yaml -m train.stages.stage1 \\
         --config train/recipes/qwen3-8b/stage1.yaml --data prepared/ \\
         --encoder eegpt_mcae_58chs_4s_large4E.ckpt --output_dir runs/stage1
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from train.config import Stage1Arguments
+from train.stages.config import Stage1Arguments
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "training_state.json"
@@ -98,8 +98,8 @@ class SegmentWindows(Dataset):
 def build_classifier(args: Stage1Arguments):
     """`EEGPTForEmotionClassification` over the seven emotions, its encoder from `args.encoder`."""
     from modeling_e2llm import EEGPTConfig, EEGPTForEmotionClassification
-    from train.parts import load_eeg_encoder
-    from train.qa import EMOTIONS
+    from train.stages.parts import load_eeg_encoder
+    from train.data.qa import EMOTIONS
 
     id2label = dict(enumerate(EMOTIONS))
     if args.encoder is not None and Path(args.encoder).is_dir():
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
     from trl import TrlParser
 
-    from train.data import SEGMENT_CHANNEL_IDS, SegmentStore
-    from train.parts import check_channels, load_segments
+    from train.data.segments import SEGMENT_CHANNEL_IDS, SegmentStore
+    from train.stages.parts import check_channels, load_segments
 
     (args,) = TrlParser((Stage1Arguments,)).parse_args_and_config(argv)
     accelerator = Accelerator(

@@ -8,7 +8,7 @@ An E2LLM model answers every sample of `test_ied`, `test_multi` (EPC, ESS, EIM) 
 `test_esr` by batched greedy generation (left padding). Each sample's EEG goes in as the
 centred 4 s crop of its 10 s segments, fed to the processor as model-ready windows. ESR runs
 in its two turns: the model's own first answer is appended before the second question. The
-final answer is read with `train.qa.parse_answer`; an answer it cannot read is scored wrong
+final answer is read with `train.data.qa.parse_answer`; an answer it cannot read is scored wrong
 and counted against the task's valid-answer rate, never mapped to a class.
 
 A stage-1 folder (`EEGPTForEmotionClassification`) is evaluated directly on the centred crops
@@ -99,7 +99,7 @@ def score_predictions(rows: Iterable[dict], emotions: Sequence[str]) -> dict:
     EPC/ESS/EIM/ESR: accuracy and valid_rate. Each task has `n` and `random_baseline`;
     `average` is the mean accuracy of the choice tasks evaluated (Table 3).
     """
-    from train.metrics import load_metric
+    from train.evaluation.metrics import load_metric
 
     by_task: dict[str, list[dict]] = {}
     for row in rows:
@@ -259,7 +259,7 @@ def _count_eeg(messages: Sequence[dict]) -> int:
 
 def _eeg_inputs(store, segment_ids: Sequence[str]) -> dict:
     """Model-ready EEG for the processor: the centred 4 s crop of each segment, in order."""
-    from train.data import SEGMENT_CHANNEL_IDS
+    from train.data.segments import SEGMENT_CHANNEL_IDS
 
     windows = store.windows(list(segment_ids), crop="center")
     return {"eeg_values": windows, "eeg_channel_ids": np.broadcast_to(SEGMENT_CHANNEL_IDS, windows.shape[:2])}
@@ -315,7 +315,7 @@ def answer_batch(model, processor, store, samples: Sequence[dict], max_new_token
 
 def prediction_row(sample: dict, turns: Sequence[str]) -> dict:
     """The predictions.jsonl line of one generated sample."""
-    from train.qa import parse_answer
+    from train.data.qa import parse_answer
 
     row = {
         "id": sample["id"],
@@ -374,7 +374,7 @@ def evaluate_classifier(model, store, segments, predictions_path: Path, batch_si
     import torch
     from tqdm.auto import tqdm
 
-    from train.data import SEGMENT_CHANNEL_IDS
+    from train.data.segments import SEGMENT_CHANNEL_IDS
 
     ids = list(segments["id"])[:limit]
     emotions = list(segments["emotion"])[:limit]
@@ -493,7 +493,7 @@ def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> str:
 
 def dataset_name(data: str | os.PathLike) -> str:
     """What a prepared folder was made from, for tables and cards: SEED-VII, synthetic data or own recordings."""
-    from train.synthesize import README as SYNTHETIC_README
+    from train.data.synthesize import README as SYNTHETIC_README
 
     manifest = Path(data) / "prepare.json"
     settings = json.loads(manifest.read_text()) if manifest.exists() else {}
@@ -532,8 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     import datasets
     import torch
 
-    from train.data import SegmentStore
-    from train.qa import EMOTIONS
+    from train.data.segments import SegmentStore
+    from train.data.qa import EMOTIONS
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     data, out = Path(args.data), Path(args.out)

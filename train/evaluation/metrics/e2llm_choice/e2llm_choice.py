@@ -1,7 +1,7 @@
 """E2LLM's accuracy for the choice tasks (EPC, ESS, EIM, ESR) as an `evaluate` module.
 
-Loads offline by path: `evaluate.load("train/metrics/e2llm_choice")` (or
-`train.metrics.load_metric("e2llm_choice")`).
+Loads offline by path: `evaluate.load("train/evaluation/metrics/e2llm_choice")` (or
+`train.evaluation.metrics.load_metric("e2llm_choice")`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ _DESCRIPTION = """\
 Accuracy for the multi-EEG tasks of "E²-LLM: Bridging Neural Signals and Interpretable
 Affective Analysis" (Table 3): EPC (pairwise comparison), ESS (superlative selection), EIM
 (instance matching) and ESR (scenario reasoning). Answers are compared as canonical strings,
-as `train.qa.parse_answer` returns them. An unreadable answer ("") counts as wrong and lowers
+as `train.data.qa.parse_answer` returns them. An unreadable answer ("") counts as wrong and lowers
 `valid_rate`.
 """
 
@@ -25,7 +25,7 @@ Args:
 Returns:
     accuracy, valid_rate: floats in [0, 1].
 Examples:
-    >>> metric = evaluate.load("train/metrics/e2llm_choice")
+    >>> metric = evaluate.load("train/evaluation/metrics/e2llm_choice")
     >>> metric.compute(predictions=["EEG 1", ""], references=["EEG 1", "EEG 2"])
     {'accuracy': 0.5, 'valid_rate': 0.5}
 """

@@ -70,7 +70,7 @@ class E2LLMCollator:
 
     Args:
         processor: an `E2LLMProcessor` (chat template, tokenizer, EEG placeholder expansion).
-        segments: a `train.data.SegmentStore` over the segments the rows refer to.
+        segments: a `train.data.segments.SegmentStore` over the segments the rows refer to.
         crop: "random" (training) or "center" (evaluation): where each 4 s window is cut from
             its 10 s segment. A row with an `eeg_crop` column overrides it for that row.
         seed: seed of the random crops.
@@ -94,7 +94,7 @@ class E2LLMCollator:
             raise ValueError(f"The tokenizer has no {TURN_END} token: the chat template needs a ChatML tokenizer")
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        from train.data import SEGMENT_CHANNEL_IDS
+        from train.data.segments import SEGMENT_CHANNEL_IDS
 
         texts, windows = [], []
         for row in rows:

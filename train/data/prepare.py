@@ -12,11 +12,11 @@ writes
                   row per 10 s segment: ``id``, ``eeg`` (58 x 2560 float32, mV, 256 Hz,
                   ``EEGPT_58_CHANNELS`` order, average reference), ``subject``, ``session``,
                   ``video``, ``segment`` (index within its clip), ``emotion``, ``label`` (index in
-                  ``train.qa.EMOTIONS``), ``intensity`` (mean continuous label over the segment,
+                  ``train.data.qa.EMOTIONS``), ``intensity`` (mean continuous label over the segment,
                   null where unknown)
 ``DIR/qa``        ``DatasetDict`` with ``train``, ``stage3``, ``test_ied``, ``test_multi``,
                   ``test_esr``: ``id``, ``task``, ``messages``, ``segment_ids``, ``answer``
-                  (see :mod:`train.qa`)
+                  (see :mod:`train.data.qa`)
 ``DIR/prepare.json``  the settings the folder was prepared with
 
 Splits (``--split``): ``paper`` (default) draws test segments at random, stratified by emotion,
@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from train import qa, seed_vii
-from train.recordings import (
+from train.data import qa, seed_vii
+from train.data.recordings import (
     SEGMENT_SAMPLES,
     Clip,
     clips_from_annotations,

@@ -3,7 +3,7 @@
     e2llm stage3 --config train/recipes/qwen3-8b/stage3.yaml \\
         --data prepared/ --model runs/qwen3-8b/stage2 --output_dir runs/qwen3-8b/stage3
 
-    accelerate launch --config_file train/recipes/accelerate/ddp-2gpu.yaml -m train.stage3 \\
+    accelerate launch --config_file train/recipes/accelerate/ddp-2gpu.yaml -m train.stages.stage3 \\
         --config train/recipes/qwen3-8b/stage3.yaml
 
 Continues from the stage-2 folder (`--model`). For the "without stage 2" ablation, leave `model`
@@ -32,7 +32,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from train.stage2 import build_datasets, build_model_and_processor, last_checkpoint, parse_arguments
+from train.stages.stage2 import build_datasets, build_model_and_processor, last_checkpoint, parse_arguments
 
 # The language model's query and key projections, never a module of the EEG encoder.
 LANGUAGE_MODEL_QK = r"model\.language_model\.layers\.\d+\.self_attn\.(q_proj|k_proj)"
@@ -101,7 +101,7 @@ def merge_adapter(script_args, model_args, adapter_dir: str, out_dir: Path, seed
 def main(argv: list[str] | None = None) -> int:
     from transformers import set_seed
 
-    from train.trainer import AnswerLossSFTTrainer
+    from train.stages.trainer import AnswerLossSFTTrainer
 
     script_args, training_args, model_args = parse_arguments(argv)
     set_seed(training_args.seed)

@@ -1,7 +1,7 @@
 """E2LLM's emotion-identification (IED) metrics as an `evaluate` module.
 
-Loads offline by path: `evaluate.load("train/metrics/e2llm_ied")` (or
-`train.metrics.load_metric("e2llm_ied")`), since `evaluate.load("accuracy")` needs the Hub.
+Loads offline by path: `evaluate.load("train/evaluation/metrics/e2llm_ied")` (or
+`train.evaluation.metrics.load_metric("e2llm_ied")`), since `evaluate.load("accuracy")` needs the Hub.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ Returns:
     confusion_matrix: num_labels rows (true class) x num_labels + 1 columns (predicted
         class, then unreadable), counts.
 Examples:
-    >>> metric = evaluate.load("train/metrics/e2llm_ied")
+    >>> metric = evaluate.load("train/evaluation/metrics/e2llm_ied")
     >>> metric.compute(predictions=[0, 1, -1], references=[0, 1, 1], num_labels=2)["accuracy"]
     0.6666666666666666
 """

@@ -1,0 +1,1 @@
+"""Data: synthetic recordings, SEED-VII and other recordings, preparation into segments, and the QA sets."""
