@@ -45,9 +45,12 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
     BaseModelOutputWithPast,
+    BaseModelOutputWithPooling,
     CausalLMOutputWithPast,
     SequenceClassifierOutput,
 )
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import torch_compilable_check
 from transformers.utils.generic import can_return_tuple
 
 # The name of the KV cache, as a forward argument and an output field: `cache` from transformers
@@ -200,31 +203,67 @@ class E2LLMConfig(PreTrainedConfig):
 # ----------------------------------------------------------------------------------------------
 
 
+class EEGPTPatchProjection(nn.Conv2d):
+    """The official `Conv2d(1, D, (1, P), stride (1, P))`, applied to patches (..., P) as the one linear
+    map per patch it is (kernel equal to stride), which is faster than the convolution.
+
+    Its own forward reads its weight, so that hooks on the module (accelerate's offloading, which
+    loads the weight only while the module runs) see every use of it.
+    """
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return F.linear(patches, self.weight.flatten(1), self.bias)  # (..., D)
+
+
 class EEGPTPatchEmbedding(nn.Module):
     """Cuts each channel into patches of `patch_size` samples and embeds each patch linearly.
 
-    Keeps the official `Conv2d(1, D, (1, P), stride (1, P))` parameter so checkpoints load as they
-    are; with kernel equal to stride the convolution is one linear map per patch, computed as one.
+    Keeps the official convolution parameter (`proj`) so checkpoints load as they are.
     """
 
     def __init__(self, config: EEGPTConfig):
         super().__init__()
         self.patch_size = config.patch_size
-        self.proj = nn.Conv2d(1, config.embed_dim, kernel_size=(1, config.patch_size), stride=(1, config.patch_size))
+        self.proj = EEGPTPatchProjection(
+            1, config.embed_dim, kernel_size=(1, config.patch_size), stride=(1, config.patch_size)
+        )
 
     def forward(self, eeg_values: torch.Tensor) -> torch.Tensor:
         patches = eeg_values.unflatten(-1, (-1, self.patch_size))  # (B, C, N, P)
-        tokens = F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)  # (B, C, N, D)
-        return tokens.transpose(1, 2)  # (B, N, C, D)
+        return self.proj(patches).transpose(1, 2)  # (B, N, C, D)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention written out, for `attn_implementation="eager"`: (B, H, L, hd) in, the output
+    (B, L, H, hd) and the attention weights (B, H, L, L) out. EEGPT attends unmasked: `attention_mask`
+    is always None, taken only because every attention function is called with it."""
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
 class EEGPTAttention(nn.Module):
-    """Multi-head self-attention over the channel and summary tokens of one time patch."""
+    """Multi-head self-attention over the channel and summary tokens of one time patch, unmasked,
+    computed by the implementation `config._attn_implementation` names (eager, sdpa, flex, flash)."""
 
     def __init__(self, config: EEGPTConfig):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_heads
         self.head_dim = config.embed_dim // config.num_heads
+        self.scaling = self.head_dim**-0.5
+        # Every token of a time patch sees every other: the attention functions read this flag.
+        self.is_causal = False
         self.qkv = nn.Linear(config.embed_dim, 3 * config.embed_dim, bias=config.qkv_bias)
         self.proj = nn.Linear(config.embed_dim, config.embed_dim)
 
@@ -232,8 +271,9 @@ class EEGPTAttention(nn.Module):
         batch, length, width = hidden_states.shape  # (B*N, L, D)
         qkv = self.qkv(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B*N, H, L, hd)
-        attended = F.scaled_dot_product_attention(query, key, value)  # (B*N, H, L, hd)
-        return self.proj(attended.transpose(1, 2).reshape(batch, length, width))  # (B*N, L, D)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        attended, _ = attention(self, query, key, value, None, scaling=self.scaling, dropout=0.0)  # (B*N, L, H, hd)
+        return self.proj(attended.reshape(batch, length, width))  # (B*N, L, D)
 
 
 class EEGPTMLP(nn.Module):
@@ -273,6 +313,10 @@ class EEGPTPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["EEGPTBlock"]
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -332,11 +376,11 @@ class EEGPTModel(EEGPTPreTrainedModel):
                 f"{tuple(eeg_values.shape)}, got {tuple(channel_ids.shape)}"
             )
         vocabulary = len(self.config.channel_names)
-        if channel_ids.numel() and (int(channel_ids.min()) < 0 or int(channel_ids.max()) >= vocabulary):
-            raise ValueError(
-                f"channel_ids must lie in [0, {vocabulary}) (positions in config.channel_names), "
-                f"got values from {int(channel_ids.min())} to {int(channel_ids.max())}"
-            )
+        torch_compilable_check(
+            ((channel_ids >= 0) & (channel_ids < vocabulary)).all(),
+            lambda: f"channel_ids must lie in [0, {vocabulary}) (positions in config.channel_names), "
+            f"got values from {int(channel_ids.min())} to {int(channel_ids.max())}",
+        )
 
     @can_return_tuple
     def forward(
@@ -663,7 +707,7 @@ class E2LLMPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _can_compile_fullgraph = False
+    _can_compile_fullgraph = True
 
     def _init_weights(self, module):
         std = getattr(self.config.text_config, "initializer_range", 0.02)
@@ -693,20 +737,52 @@ class E2LLMModel(E2LLMPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    def get_eeg_features(self, eeg_values: torch.Tensor, eeg_channel_ids: torch.Tensor) -> torch.Tensor:
-        """Encodes EEG windows (W, C, T) in mV at 256 Hz with channel ids (W, C) or (C,) into
-        projected EEG tokens (W, N = T / patch_size, hidden)."""
-        summary = self.eeg_encoder(eeg_values, eeg_channel_ids).last_hidden_state  # (W, N, S, D)
-        return self.projector(summary.flatten(2).to(self.projector.linear_1.weight.dtype))  # (W, N, hidden)
+    @can_return_tuple
+    def get_eeg_features(
+        self, eeg_values: torch.Tensor, eeg_channel_ids: torch.Tensor, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """Encodes EEG windows (W, C, T) in mV at 256 Hz with channel ids (W, C) or (C,).
 
-    def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        """The (batch, sequence) boolean mask of the `<eeg>` placeholders."""
-        if input_ids is not None:
-            return input_ids == self.config.eeg_token_id
-        eeg_embedding = self.get_input_embeddings()(
-            torch.tensor(self.config.eeg_token_id, dtype=torch.long, device=inputs_embeds.device)
+        Returns the encoder's output with the projected EEG tokens added: `last_hidden_state` holds
+        the summary vectors (W, N = T / patch_size, embed_num, embed_dim), `pooler_output` the EEG
+        tokens the `<eeg>` placeholders receive (W, N, hidden); `hidden_states` as the encoder gives
+        them when `output_hidden_states=True` is passed.
+        """
+        if eeg_channel_ids is None:
+            raise ValueError("eeg_values came without eeg_channel_ids; pass both (see the processor's output)")
+        outputs = self.eeg_encoder(eeg_values, eeg_channel_ids, return_dict=True, **kwargs)
+        summary = outputs.last_hidden_state  # (W, N, S, D)
+        eeg_tokens = self.projector(summary.flatten(2).to(self.projector.linear_1.weight.dtype))  # (W, N, hidden)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=summary, pooler_output=eeg_tokens, hidden_states=outputs.hidden_states
         )
-        return (inputs_embeds == eeg_embedding).all(-1)
+
+    def get_placeholder_mask(
+        self,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor,
+        eeg_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The (batch, sequence) boolean mask of the `<eeg>` placeholders, found in `input_ids` or, without
+        them, as the `<eeg>` embedding in `inputs_embeds`. With `eeg_features` ((windows, N, hidden) or
+        any shape ending in hidden), checks that the placeholders and the EEG tokens agree in number."""
+        if input_ids is not None:
+            mask = input_ids == self.config.eeg_token_id
+        else:
+            eeg_embedding = self.get_input_embeddings()(
+                torch.tensor(self.config.eeg_token_id, dtype=torch.long, device=inputs_embeds.device)
+            )
+            mask = (inputs_embeds == eeg_embedding).all(-1)
+        if eeg_features is not None:
+
+            def mismatch() -> str:
+                found = eeg_features.numel() // eeg_features.shape[-1]
+                windows = eeg_features.dim() == 3
+                detail = f" ({eeg_features.shape[0]} windows x {eeg_features.shape[1]} tokens each)" if windows else ""
+                return f"EEG features and <eeg> tokens do not match, tokens: {int(mask.sum())}, features: {found}{detail}"
+
+            torch_compilable_check(mask.sum() * eeg_features.shape[-1] == eeg_features.numel(), mismatch)
+        return mask
 
     @can_return_tuple
     def forward(
@@ -720,6 +796,7 @@ class E2LLMModel(E2LLMPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         past_key_values: Cache | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs,
     ) -> E2LLMModelOutputWithPast:
         r"""
@@ -732,38 +809,42 @@ class E2LLMModel(E2LLMPreTrainedModel):
             eeg_channel_ids (`(windows, channels)` or `(channels,)`): positions in
                 `config.eeg_config.channel_names`.
             cache (`Cache`, *optional*): the KV cache (also accepted as `past_key_values`).
+            mm_encoder_outputs (`dict`, *optional*): EEG encoded beforehand, `{"eeg": get_eeg_features(...)}`,
+                in place of `eeg_values`; its `pooler_output` fills the placeholders in order.
+                `generate()` encodes the EEG this way, once per prompt.
 
         Raises:
             ValueError: when the `<eeg>` placeholders and the EEG tokens differ in number, or the
-                text holds `<eeg>` placeholders but no `eeg_values` came (outside cached decoding).
+                text holds `<eeg>` placeholders but no EEG came (outside cached decoding).
         """
         cache = _the_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        eeg_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
-        num_placeholders = int(eeg_mask.sum())
 
-        eeg_features = None
+        encoded = (mm_encoder_outputs or {}).get("eeg")
         if eeg_values is not None:
-            if eeg_channel_ids is None:
-                raise ValueError("eeg_values came without eeg_channel_ids; pass both (see the processor's output)")
-            eeg_features = self.get_eeg_features(eeg_values, eeg_channel_ids)  # (W, N, hidden)
-            num_features = eeg_features.shape[0] * eeg_features.shape[1]
-            if num_placeholders != num_features:
-                raise ValueError(
-                    f"EEG features and <eeg> tokens do not match, tokens: {num_placeholders}, features: "
-                    f"{num_features} ({eeg_features.shape[0]} windows x {eeg_features.shape[1]} tokens each)"
-                )
+            if encoded is not None:
+                raise ValueError("Pass the EEG once: as eeg_values or as mm_encoder_outputs['eeg'], not both")
+            encoded = self.get_eeg_features(eeg_values, eeg_channel_ids, return_dict=True)
+        eeg_features = None if encoded is None else encoded.pooler_output
+        if eeg_features is not None:
+            eeg_mask = self.get_placeholder_mask(input_ids, inputs_embeds, eeg_features)
             inputs_embeds = inputs_embeds.masked_scatter(
                 eeg_mask.unsqueeze(-1).to(inputs_embeds.device),
                 eeg_features.to(inputs_embeds.device, inputs_embeds.dtype),
             )
-        elif num_placeholders and (cache is None or cache.get_seq_length() == 0):
-            raise ValueError(
-                f"The input holds {num_placeholders} <eeg> tokens but no eeg_values were given; pass the EEG "
-                "windows (eeg_values, eeg_channel_ids) the placeholders stand for"
+        else:
+            eeg_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
+            # After the prefill step the cache holds the EEG, and the placeholders have left the input.
+            missing = eeg_mask.any()
+            if cache is not None:
+                missing = missing & (torch.as_tensor(cache.get_seq_length(), device=missing.device) == 0)
+            torch_compilable_check(
+                ~missing,
+                lambda: f"The input holds {int(eeg_mask.sum())} <eeg> tokens but no eeg_values were given; pass "
+                "the EEG windows (eeg_values, eeg_channel_ids) the placeholders stand for",
             )
 
         outputs = self.language_model(
@@ -833,8 +914,10 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings
 
-    def get_eeg_features(self, eeg_values: torch.Tensor, eeg_channel_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.get_eeg_features(eeg_values, eeg_channel_ids)
+    def get_eeg_features(
+        self, eeg_values: torch.Tensor, eeg_channel_ids: torch.Tensor, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        return self.model.get_eeg_features(eeg_values, eeg_channel_ids, **kwargs)
 
     @can_return_tuple
     def forward(
@@ -850,6 +933,7 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs,
     ) -> E2LLMCausalLMOutputWithPast:
         r"""
@@ -882,6 +966,7 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
             cache=_the_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -934,20 +1019,55 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor,
         *args,
+        inputs_embeds: torch.Tensor | None = None,
         eeg_values: torch.Tensor | None = None,
         eeg_channel_ids: torch.Tensor | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         is_first_iteration: bool | None = False,
         **kwargs,
     ) -> dict:
         # The cache and the rest pass through under the names the installed transformers uses.
         model_inputs = super().prepare_inputs_for_generation(
-            input_ids, *args, is_first_iteration=is_first_iteration, **kwargs
+            input_ids, *args, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
         )
-        # The cache already holds the EEG after the prefill step: encode it there only.
+        # The cache already holds the EEG after the prefill step: give it there only.
         if is_first_iteration or not kwargs.get("use_cache", True):
             model_inputs["eeg_values"] = eeg_values
             model_inputs["eeg_channel_ids"] = eeg_channel_ids
+            model_inputs["mm_encoder_outputs"] = mm_encoder_outputs
         return model_inputs
+
+    def _expand_inputs_for_generation(
+        self,
+        expand_size: int = 1,
+        is_encoder_decoder: bool = False,
+        input_ids: torch.LongTensor | None = None,
+        **model_kwargs,
+    ) -> tuple[torch.LongTensor, dict]:
+        """Encodes the EEG once per prompt, then lets `generate()` repeat the rows for beams and returned
+        sequences. It repeats every input along dim 0 row by row, but `eeg_values` is indexed by window,
+        so the EEG tokens are repeated here, with the rows whose placeholders they fill."""
+        eeg_values = model_kwargs.pop("eeg_values", None)
+        eeg_channel_ids = model_kwargs.pop("eeg_channel_ids", None)
+        encoded = dict(model_kwargs.pop("mm_encoder_outputs", None) or {})
+        if eeg_values is not None:
+            if encoded.get("eeg") is not None:
+                raise ValueError("Pass the EEG once: as eeg_values or as mm_encoder_outputs['eeg'], not both")
+            encoded["eeg"] = self.model.get_eeg_features(eeg_values, eeg_channel_ids, return_dict=True)
+        if encoded.get("eeg") is not None and expand_size > 1:
+            inputs_embeds = model_kwargs.get("inputs_embeds")
+            ids = input_ids if inputs_embeds is None else None
+            features = encoded["eeg"].pooler_output  # (W, N, hidden)
+            counts = self.model.get_placeholder_mask(ids, inputs_embeds, features).sum(-1).tolist()
+            rows = torch.arange(sum(counts), device=features.device).split(counts)
+            order = torch.cat([row.repeat(expand_size) for row in rows])  # [A, B] -> [A, B, A, B] per prompt
+            tokens = features.reshape(-1, features.shape[-1])[order]
+            encoded["eeg"] = BaseModelOutputWithPooling(pooler_output=tokens.view(-1, *features.shape[1:]))
+        if encoded:
+            model_kwargs["mm_encoder_outputs"] = encoded
+        return super()._expand_inputs_for_generation(
+            expand_size=expand_size, is_encoder_decoder=is_encoder_decoder, input_ids=input_ids, **model_kwargs
+        )
 
 
 E2LLMConfig.register_for_auto_class("AutoConfig")
