@@ -31,6 +31,8 @@ scipy are imported where they are needed.
 
 from __future__ import annotations
 
+import inspect
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
@@ -68,6 +70,11 @@ WINDOW_SECONDS = 4
 TARGET_SAMPLING_RATE = 256
 PATCH_SIZE = 64
 FEW_CHANNELS_WARNING = 8
+# The processor's keyword arguments for the feature extractor; the others go to the tokenizer.
+EEG_OPTIONS = ("units", "windowing", "seed", "apply_filters")
+# What an EEG item of a chat message may carry besides its type: the EEG ("eeg": an array, an MNE
+# object, model-ready windows or a path; "path": a file) and, for arrays, how to read it.
+EEG_ITEM_KEYS = ("eeg", "path", "sampling_rate", "channel_names", "units")
 
 # ChatML as Qwen3 writes it, without a thinking block; `{"type": "eeg"}` renders as <eeg>.
 CHAT_TEMPLATE = (
@@ -639,6 +646,16 @@ def _mne_kind(item) -> str | None:
     return None
 
 
+def _read_eeg_file(path: str | os.PathLike):
+    """An EEG file as MNE reads it: epochs for MNE's epochs files (`*-epo.fif`), a raw recording for
+    every format `mne.io.read_raw` knows (FIF, EDF, BDF, EEGLAB, BrainVision, ...)."""
+    mne = _import_mne()
+    name = os.fspath(path)
+    if name.endswith(("-epo.fif", "_epo.fif", "-epo.fif.gz", "_epo.fif.gz")):
+        return mne.read_epochs(name, preload=True, verbose="error")
+    return mne.io.read_raw(name, preload=True, verbose="error")
+
+
 def _has_token(tokenizer, token: str) -> bool:
     token_id = tokenizer.convert_tokens_to_ids(token)
     return token_id is not None and (tokenizer.unk_token_id is None or token_id != tokenizer.unk_token_id)
@@ -656,11 +673,25 @@ class E2LLMProcessor(ProcessorMixin):
       `<eeg_start>` + `<eeg>` x `num_eeg_tokens` + `<eeg_end>`. A count mismatch is a ValueError.
     Returns a `BatchFeature` with `input_ids`, `attention_mask`, `eeg_values`, `eeg_channel_ids`.
 
+    Other keyword arguments are refused with a TypeError.
+
     The chat template is ChatML (Qwen3's format, no thinking block); content items
-    `{"type": "text", "text": ...}` and `{"type": "eeg"}` (renders `<eeg>`). Render with
-    `apply_chat_template(messages, tokenize=False, add_generation_prompt=True)`, then call the
-    processor on the string. A tokenizer without the three EEG tokens gets them added.
+    `{"type": "text", "text": ...}` and `{"type": "eeg"}` (renders `<eeg>`). An EEG item may carry
+    its EEG, and `apply_chat_template(messages, tokenize=True, return_dict=True)` then returns the
+    model inputs (see `apply_chat_template`); or render with `tokenize=False` and call the processor
+    on the string with `eeg=`. A tokenizer without the three EEG tokens gets them added.
+
+    The processor pads on the left, as batched generation with a decoder-only model needs: it sets
+    its tokenizer's `padding_side` to "left", and saves it so (a call may pass `padding_side="right"`).
+
+    Attributes, as transformers' processors name them for images: `eeg_token` (`<eeg>`),
+    `eeg_start_token`, `eeg_end_token` and their ids `eeg_token_id`, `eeg_start_token_id`,
+    `eeg_end_token_id`; `num_eeg_tokens`, the `<eeg>` tokens of one window.
     """
+
+    eeg_token = EEG_TOKEN
+    eeg_start_token = EEG_START_TOKEN
+    eeg_end_token = EEG_END_TOKEN
 
     def __init__(self, feature_extractor=None, tokenizer=None, chat_template=None, num_eeg_tokens: int = 16, **kwargs):
         if feature_extractor is None or tokenizer is None:
@@ -671,6 +702,8 @@ class E2LLMProcessor(ProcessorMixin):
         missing = [t for t in (EEG_TOKEN, EEG_START_TOKEN, EEG_END_TOKEN) if not _has_token(tokenizer, t)]
         if missing:
             tokenizer.add_tokens([AddedToken(t, normalized=False, special=True) for t in missing], special_tokens=True)
+        # The attribute pads; `init_kwargs` is what the tokenizer's save_pretrained writes.
+        tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"
         self.eeg_token_id = tokenizer.convert_tokens_to_ids(EEG_TOKEN)
         self.eeg_start_token_id = tokenizer.convert_tokens_to_ids(EEG_START_TOKEN)
         self.eeg_end_token_id = tokenizer.convert_tokens_to_ids(EEG_END_TOKEN)
@@ -691,7 +724,8 @@ class E2LLMProcessor(ProcessorMixin):
     ) -> BatchFeature:
         if text is None and eeg is None:
             raise ValueError("Give text, eeg or both.")
-        eeg_kwargs = {k: kwargs.pop(k) for k in ("units", "windowing", "seed", "apply_filters") if k in kwargs}
+        self._refuse_unknown(kwargs)
+        eeg_kwargs = {k: kwargs.pop(k) for k in EEG_OPTIONS if k in kwargs}
         data = {}
         if eeg is not None:
             data.update(self._eeg_inputs(eeg, sampling_rate, channel_names, eeg_kwargs))
@@ -700,6 +734,98 @@ class E2LLMProcessor(ProcessorMixin):
             num_windows = 0 if eeg is None else len(data["eeg_values"])
             data.update(self._text_inputs(texts, num_windows, kwargs))
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _refuse_unknown(self, kwargs: dict) -> None:
+        """Refuses keyword arguments neither the feature extractor nor the tokenizer takes, such as
+        another modality's input (`images=...`), instead of letting them pass unread. Those given as
+        None are dropped: transformers' chat-template code passes `images=None` and the like."""
+        parameters = inspect.signature(self.tokenizer.__call__).parameters
+        known = {name for name, p in parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        unknown = [key for key in kwargs if key not in known and key not in EEG_OPTIONS]
+        given = sorted(key for key in unknown if kwargs[key] is not None)
+        if given:
+            raise TypeError(
+                f"E2LLMProcessor got unexpected keyword argument(s) {given}. It takes text, eeg, sampling_rate, "
+                f"channel_names, return_tensors, the feature extractor's {list(EEG_OPTIONS)} and the tokenizer's "
+                f"{sorted(known - {'self', 'text', 'return_tensors'})}."
+            )
+        for key in unknown:
+            del kwargs[key]
+
+    def apply_chat_template(self, conversation, chat_template=None, tokenize: bool = False, **kwargs):
+        """Renders a conversation (or a list of them) with the chat template, as transformers' processors do.
+
+        With `tokenize=True` the EEG may travel in the messages: an item `{"type": "eeg", "eeg": ...}`
+        carries an array ((C, T) recording or (N, C, T) epochs, with `sampling_rate`, `channel_names` and
+        `units` in the item or as keyword arguments), an `mne.io.Raw`/`mne.Epochs`, model-ready windows
+        (a mapping with `eeg_values` and `eeg_channel_ids`) or a file path; `{"type": "eeg", "path": ...}`
+        a file MNE reads (`*-epo.fif` as epochs, any raw format `mne.io.read_raw` knows). Each such item
+        renders one `<eeg>` per window its EEG gives: one for a recording (its centre 4 s, as
+        `windowing="center"`, the default here), one per epoch, W for W model-ready windows. The result,
+        `return_dict=True`, holds `input_ids`, `attention_mask`, `eeg_values`, `eeg_channel_ids` in the
+        items' order. The feature extractor's options (`units`, `windowing`, `seed`, `apply_filters`) and
+        `sampling_rate`/`channel_names` apply to every item that does not set its own. Items without EEG
+        need it as `processor_kwargs={"eeg": ...}`, as before; EEG in both places is refused.
+        """
+        if not tokenize:
+            return super().apply_chat_template(conversation, chat_template=chat_template, **kwargs)
+        batched = isinstance(conversation[0], (list, tuple))
+        conversations = conversation if batched else [conversation]
+        options = {key: kwargs[key] for key in ("sampling_rate", "channel_names", *EEG_OPTIONS) if key in kwargs}
+        rendered, windows = [], []
+        for messages in conversations:
+            rendered.append([self._with_eeg_windows(message, options, windows) for message in messages])
+        if windows:
+            processor_kwargs = dict(kwargs.pop("processor_kwargs", None) or {})
+            if processor_kwargs.get("eeg") is not None:
+                raise ValueError("EEG came both in the messages and as eeg=; give it once.")
+            for key in options:
+                kwargs.pop(key)
+            counts = {values.shape[1] for values, _ in windows}
+            if len(counts) > 1:
+                raise ValueError(
+                    f"The EEG items of one call keep different channel counts {sorted(counts)}; give every "
+                    "recording the same electrodes (channels=[...] on the feature extractor picks a common set)."
+                )
+            processor_kwargs["eeg"] = {
+                "eeg_values": np.concatenate([values for values, _ in windows]),
+                "eeg_channel_ids": np.concatenate([ids for _, ids in windows]),
+            }
+            kwargs["processor_kwargs"] = processor_kwargs
+        return super().apply_chat_template(
+            rendered if batched else rendered[0], chat_template=chat_template, tokenize=True, **kwargs
+        )
+
+    def _with_eeg_windows(self, message: dict, options: dict, windows: list) -> dict:
+        """The message with each EEG-carrying item replaced by one bare `{"type": "eeg"}` per window of
+        its EEG; those windows, (values (W, C, T), channel ids (W, C)), are appended to `windows`."""
+        content = message.get("content")
+        if not isinstance(content, list):
+            return message
+        items = []
+        for item in content:
+            if item.get("type") != "eeg" or (item.get("eeg") is None and item.get("path") is None):
+                items.append(item)
+                continue
+            unknown = sorted(set(item) - {"type", *EEG_ITEM_KEYS})
+            if unknown:
+                raise ValueError(f"An EEG item holds unknown keys {unknown}; expected some of {list(EEG_ITEM_KEYS)}.")
+            eeg = item.get("eeg") if item.get("eeg") is not None else item["path"]
+            if isinstance(eeg, (str, os.PathLike)):
+                eeg = _read_eeg_file(eeg)
+            item_options = {"windowing": "center", **options}
+            if _mne_kind(eeg) is not None:
+                # An MNE object carries its own rate and names; the shared ones are for arrays.
+                item_options = {k: v for k, v in item_options.items() if k not in ("sampling_rate", "channel_names")}
+            item_options.update({key: item[key] for key in ("sampling_rate", "channel_names", "units") if key in item})
+            sampling_rate = item_options.pop("sampling_rate", None)
+            channel_names = item_options.pop("channel_names", None)
+            ready = self._eeg_inputs(eeg, sampling_rate, channel_names, item_options)
+            values = np.asarray(ready["eeg_values"], dtype=np.float32)
+            ids = np.broadcast_to(np.asarray(ready["eeg_channel_ids"], dtype=np.int64), values.shape[:2])
+            windows.append((values, ids))
+            items += [{"type": "eeg"}] * len(values)
+        return {**message, "content": items}
 
     def _eeg_inputs(self, eeg, sampling_rate, channel_names, eeg_kwargs) -> dict:
         if isinstance(eeg, Mapping):
