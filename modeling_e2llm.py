@@ -17,8 +17,9 @@ Data flow, in the order of this file:
    EEG token per time patch, 16 per 4-second window (paper eq. 4-5).
 3. `E2LLMModel` embeds the text, checks that the `<eeg>` placeholders and the EEG features agree
    in number, writes the features into the placeholders' embeddings, and runs the bare Qwen3 model.
-4. `E2LLMForConditionalGeneration` adds the language-model head, the loss and generation; the EEG
-   is encoded once, on the prefill step, and never again while decoding with the KV cache.
+4. `E2LLMForConditionalGeneration` adds the language-model head, the loss and generation:
+   `generate()` encodes the EEG once per prompt, before it repeats the rows for beams and returned
+   sequences, gives the EEG tokens to the prefill step and never again while decoding with the cache.
 
 A saved model folder holds this file beside config.json, whose `auto_map` sends `AutoConfig`,
 `AutoModel`, `AutoModelForCausalLM` and `AutoModelForImageTextToText` here, so

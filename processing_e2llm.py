@@ -671,9 +671,9 @@ class E2LLMProcessor(ProcessorMixin):
       passed through unchanged.
     - `text` (a string or a list) holds one `<eeg>` per window, in window order; each becomes
       `<eeg_start>` + `<eeg>` x `num_eeg_tokens` + `<eeg_end>`. A count mismatch is a ValueError.
+    - the tokenizer's keyword arguments (`padding`, `truncation`, ...) go to it; any other keyword
+      argument (another modality's `images=`, a misspelt name) is a TypeError.
     Returns a `BatchFeature` with `input_ids`, `attention_mask`, `eeg_values`, `eeg_channel_ids`.
-
-    Other keyword arguments are refused with a TypeError.
 
     The chat template is ChatML (Qwen3's format, no thinking block); content items
     `{"type": "text", "text": ...}` and `{"type": "eeg"}` (renders `<eeg>`). An EEG item may carry
