@@ -102,6 +102,40 @@ _AUTO_MAP = {
 # ----------------------------------------------------------------------------------------------
 
 
+def _check_field(config: PreTrainedConfig, name: str, kind: type, low, high) -> None:
+    """Refuse a config field of the wrong type or outside [low, high] (an integer) or (low, high] (a number)."""
+    value = getattr(config, name)
+    where = f"{type(config).__name__}.{name}"
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r} ({type(value).__name__})")
+        return
+    number = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+    if isinstance(value, bool) or not number:
+        expected = "an integer" if kind is int else "a number"
+        raise ValueError(f"{where} must be {expected}, got {value!r} ({type(value).__name__})")
+    inside = low <= value <= high if kind is int else low < value <= high
+    if not inside:
+        interval = f"from {low} to {high}" if kind is int else f"above {low} and at most {high}"
+        raise ValueError(f"{where} must be {interval}, got {value!r}")
+
+
+# Each field's type and range: far beyond any EEGPT release, a size would only hang the
+# machine or exhaust its memory, and zero or negative sizes build no model at all.
+_EEGPT_FIELD_LIMITS = (
+    ("patch_size", int, 1, 1024),
+    ("embed_dim", int, 1, 16384),
+    ("embed_num", int, 1, 256),
+    ("depth", int, 1, 256),
+    ("num_heads", int, 1, 1024),
+    ("mlp_ratio", float, 0, 64),
+    ("qkv_bias", bool, None, None),
+    ("layer_norm_eps", float, 0, 1),
+    ("initializer_range", float, 0, 10),
+    ("input_scale", float, 0, 1e6),
+)
+
+
 class EEGPTConfig(PreTrainedConfig):
     r"""Configuration of the EEGPT encoder. The defaults are EEGPT "large", the released checkpoint.
 
@@ -144,7 +178,15 @@ class EEGPTConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.channel_names is None:
             self.channel_names = list(EEGPT_CHANNEL_NAMES)
+        if isinstance(self.channel_names, str) or not all(isinstance(n, str) and n for n in self.channel_names):
+            raise ValueError(f"EEGPTConfig.channel_names must be a list of electrode names, got {self.channel_names!r}")
         self.channel_names = list(self.channel_names)
+        if not self.channel_names or len(set(self.channel_names)) != len(self.channel_names):
+            raise ValueError(
+                f"EEGPTConfig.channel_names must name at least one electrode, each once, got {self.channel_names}"
+            )
+        for name, kind, low, high in _EEGPT_FIELD_LIMITS:
+            _check_field(self, name, kind, low, high)
         if self.embed_dim % self.num_heads:
             raise ValueError(
                 f"embed_dim must be divisible by num_heads, got embed_dim={self.embed_dim}, num_heads={self.num_heads}"
@@ -196,7 +238,29 @@ class E2LLMConfig(PreTrainedConfig):
         # Without this the head would be silently left untied from the embeddings it shares in Qwen3.
         if self.tie_word_embeddings is None:
             self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
-        self.auto_map = {**_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        # Saved entries may point at this file on the Hub ("repo--modeling_e2llm.X"); an entry
+        # naming any other file would send a reader of the saved folder to code it never shipped.
+        saved = getattr(self, "auto_map", None) or {}
+        own = {k: v for k, v in saved.items() if isinstance(v, str) and v.split("--")[-1].startswith("modeling_e2llm.")}
+        self.auto_map = {**_AUTO_MAP, **own}
+        self._check_fields()
+
+    def _check_fields(self) -> None:
+        if self.projector_hidden_act not in ACT2FN:
+            raise ValueError(
+                f"E2LLMConfig.projector_hidden_act must be one of {sorted(ACT2FN)}, got {self.projector_hidden_act!r}"
+            )
+        for name in ("projector_bias", "tie_word_embeddings"):
+            _check_field(self, name, bool, None, None)
+        vocab_size = self.text_config.vocab_size
+        names = ("eeg_token_id", "eeg_start_token_id", "eeg_end_token_id")
+        for name in names:
+            _check_field(self, name, int, 0, vocab_size - 1)
+        if len({getattr(self, name) for name in names}) != len(names):
+            raise ValueError(
+                "E2LLMConfig.eeg_token_id, eeg_start_token_id and eeg_end_token_id must differ, got "
+                + ", ".join(str(getattr(self, name)) for name in names)
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -471,6 +535,8 @@ def convert_eegpt_checkpoint(
     if not isinstance(checkpoint, dict):
         raise ValueError(f"Expected an EEGPT checkpoint dict or a path to one, got {type(checkpoint).__name__}")
     state_dict = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"The checkpoint's state_dict must be a dict of tensors, got {type(state_dict).__name__}")
     prefix = "target_encoder."
     if any(key.startswith(prefix) for key in state_dict):
         state_dict = {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
@@ -480,6 +546,10 @@ def convert_eegpt_checkpoint(
             f"{sorted({key.split('.')[0] + '.' for key in state_dict})}"
         )
 
+    not_tensors = {key: type(value).__name__ for key, value in state_dict.items() if not isinstance(value, torch.Tensor)}
+    if not_tensors:
+        shown = dict(list(not_tensors.items())[:5])
+        raise ValueError(f"The EEGPT checkpoint holds {len(not_tensors)} value(s) that are not tensors: {shown}")
     with torch.device("meta"):
         expected = EEGPTModel(config).state_dict()
     missing = sorted(set(expected) - set(state_dict))

@@ -75,6 +75,20 @@ EEG_OPTIONS = ("units", "windowing", "seed", "apply_filters")
 # What an EEG item of a chat message may carry besides its type: the EEG ("eeg": an array, an MNE
 # object, model-ready windows or a path; "path": a file) and, for arrays, how to read it.
 EEG_ITEM_KEYS = ("eeg", "path", "sampling_rate", "channel_names", "units")
+# The average reference subtracts the mean over the kept electrodes: with one, it leaves zeros.
+MIN_AVERAGE_REFERENCE_CHANNELS = 2
+# Rates an EEG recording can have; outside them the rate is a unit or entry error.
+SAMPLING_RATE_RANGE = (32.0, 100_000.0)
+# Resampling is one polyphase filter by up/down; every common EEG rate (100 to 100,000 Hz) needs
+# a down factor of at most 3,125. A rate that needs larger terms (a measured clock such as
+# 999.998 Hz) is resampled by the nearest ratio within them when that lands within
+# RATE_TOLERANCE of the target, and refused otherwise.
+MAX_RESAMPLING_TERM = 4096
+RATE_TOLERANCE = 1e-4
+# Median over channels of each channel's median absolute deviation, in mV, that scalp EEG shows
+# after preprocessing (0.2 uV to 2 mV); a wrong unit moves it a thousandfold or more.
+PLAUSIBLE_SPREAD_MV = (2e-4, 2.0)
+TYPICAL_SPREAD_MV = 0.01
 
 # ChatML as Qwen3 writes it, without a thinking block; `{"type": "eeg"}` renders as <eeg>.
 CHAT_TEMPLATE = (
@@ -170,10 +184,16 @@ def select_channels(
         )
     if len(kept) < min_channels:
         raise ValueError(f"Only {len(kept)} EEG channels ({kept}) match; at least {min_channels} are required.")
+    if len(kept) < MIN_AVERAGE_REFERENCE_CHANNELS:
+        raise ValueError(
+            f"Only {len(kept)} EEG channel ({kept}) matches EEGPT's vocabulary; the average reference needs at least "
+            f"{MIN_AVERAGE_REFERENCE_CHANNELS} electrodes (with one, it subtracts the channel from itself and leaves "
+            "zeros)."
+        )
     if len(kept) < FEW_CHANNELS_WARNING:
         warnings.warn(
             f"Only {len(kept)} EEG channels ({kept}) match EEGPT's vocabulary; the model reads a scalp-wide "
-            "montage best.",
+            "montage best, and an average reference over few electrodes is dominated by each of them.",
             stacklevel=3,
         )
     return [rows[name] for name in kept], kept
@@ -190,12 +210,64 @@ def _check_finite(data: np.ndarray, names: Sequence[str]) -> None:
 def _check_sampling_rate(sampling_rate) -> None:
     if not isinstance(sampling_rate, (int, float, np.number)) or not np.isfinite(sampling_rate) or sampling_rate <= 0:
         raise ValueError(f"sampling_rate must be a positive number of Hz; got {sampling_rate!r}.")
+    low, high = SAMPLING_RATE_RANGE
+    if not low <= sampling_rate <= high:
+        raise ValueError(
+            f"sampling_rate {sampling_rate!r} Hz is outside the {low:g}-{high:g} Hz an EEG recording is sampled at; "
+            "give the rate in Hz."
+        )
 
 
 def _resample_ratio(sampling_rate: float, target_sampling_rate: int) -> Fraction:
-    # Rates such as 999.9997 Hz (a measured clock) resample as 1000 Hz: up/down stay small.
-    source = Fraction(sampling_rate).limit_denominator(1000)
-    return (Fraction(target_sampling_rate) / source).limit_denominator(1000)
+    """up/down with target = sampling_rate * up / down: exact when its terms are at most
+    MAX_RESAMPLING_TERM, else the nearest such ratio if it is within RATE_TOLERANCE."""
+    _check_sampling_rate(sampling_rate)
+    exact = Fraction(target_sampling_rate) / Fraction(sampling_rate)
+    ratio = exact.limit_denominator(MAX_RESAMPLING_TERM)
+    if abs(ratio / exact - 1) > RATE_TOLERANCE:
+        raise ValueError(
+            f"{sampling_rate} Hz cannot be resampled to {target_sampling_rate} Hz by a ratio of small integers (the "
+            f"nearest, {ratio.numerator}/{ratio.denominator}, gives {float(sampling_rate * ratio):.4f} Hz); resample "
+            "the recording to a round rate first (e.g. MNE's raw.resample)."
+        )
+    return ratio
+
+
+def _warn_flat(names: Sequence[str], flat: np.ndarray) -> None:
+    """Warn about the channels `flat` marks (constant over the recording), by name."""
+    if flat.any():
+        warnings.warn(
+            f"EEG channels {[names[i] for i in np.flatnonzero(flat)]} are flat (constant over the whole recording): "
+            "a disconnected or dead electrode. They still enter the average reference; mark them bad (MNE: "
+            "raw.info['bads']) or drop them to leave them out.",
+            stacklevel=3,
+        )
+
+
+def _check_amplitude(eeg: np.ndarray, units: str) -> None:
+    """Refuse preprocessed EEG (..., C, T) in mV whose amplitude no scalp recording has, naming the
+    unit the numbers most likely are in."""
+    # A few thousand samples per channel give the median absolute deviation to well within 10 %.
+    sample = eeg[..., :: max(1, eeg.shape[-1] // 4096)]
+    sample = np.moveaxis(sample, -2, 0).reshape(sample.shape[-2], -1)
+    spread = float(np.median(np.median(np.abs(sample - np.median(sample, axis=1, keepdims=True)), axis=1)))
+    low, high = PLAUSIBLE_SPREAD_MV
+    if low <= spread <= high:
+        return
+    if spread == 0:
+        raise ValueError("The EEG is flat: every channel is constant after preprocessing; expected a recording.")
+    given = _mv_factor(units)
+    candidates = {unit: spread / given * _mv_factor(unit) for unit in ("V", "mV", "uV")}
+    likely = min(candidates, key=lambda unit: abs(np.log10(candidates[unit] / TYPICAL_SPREAD_MV)))
+    hint = (
+        f"the numbers look like {likely}: pass units={likely!r}"
+        if low <= candidates[likely] <= high
+        else "check the recording's units and scaling"
+    )
+    raise ValueError(
+        f"The EEG's amplitude (median absolute deviation {spread:.3g} mV, read as units={units!r}) is outside "
+        f"what scalp EEG shows ({low:g} to {high:g} mV); {hint}."
+    )
 
 
 def _resample(data: np.ndarray, ratio: Fraction) -> np.ndarray:
@@ -338,18 +410,21 @@ def preprocess_continuous(
     rows, names = select_channels(channel_names, channels, min_channels)
     ratio = _resample_ratio(sampling_rate, target_sampling_rate)
     # Resampling a few channels at a time keeps no full-rate copy of the recording.
-    eeg = None
+    eeg, flat = None, np.zeros(len(rows), dtype=bool)
     for start in range(0, len(rows), 16):
         block = data[rows[start : start + 16]]
         _check_finite(block, names[start : start + 16])
+        flat[start : start + 16] = np.ptp(block, axis=-1) == 0
         block = _resample(block, ratio)
         if eeg is None:
             eeg = np.empty((len(rows), block.shape[-1]))
         eeg[start : start + 16] = block
+    _warn_flat(names, flat)
     eeg *= factor
     if apply_filters:
         eeg = _filter(eeg, target_sampling_rate, sampling_rate, l_freq, h_freq, notch_freq)
     eeg -= eeg.mean(axis=0, keepdims=True)
+    _check_amplitude(eeg, units)
     return eeg.astype(np.float32), names
 
 
@@ -414,6 +489,8 @@ def preprocess_continuous_chunks(
     ends = np.concatenate([read(0, 1), read(n_times - 1, n_times)], axis=1)[rows].astype(np.float64)
     slope = (ends[:, 1:] - ends[:, :1]) / max(n_times - 1, 1)
     read_step = max(up, int(round(read_seconds * target_sampling_rate / up)) * up)
+    # Each channel's lowest and highest sample so far, to tell flat channels at the end.
+    extremes = [np.full(len(rows), np.inf), np.full(len(rows), -np.inf)]
 
     def resampled(first: int, last: int) -> np.ndarray:
         """Resampled output samples first..last (float64, mV)."""
@@ -428,6 +505,8 @@ def preprocess_continuous_chunks(
             block[:, low - start : high - start] = data[rows]
         del data
         _check_finite(block[:, low - start : high - start], names)
+        extremes[0] = np.minimum(extremes[0], block[:, low - start : high - start].min(axis=1))
+        extremes[1] = np.maximum(extremes[1], block[:, low - start : high - start].max(axis=1))
         if ratio == 1:
             return block[:, first - start : last - start] * factor
         # Beyond the recording's ends: the line through its first and last sample, as
@@ -469,8 +548,10 @@ def preprocess_continuous_chunks(
                     segment = np.pad(segment, [(0, 0), (left, right)], mode="reflect", reflect_type="odd")
                 eeg[first : first + 16] = fftconvolve(segment, kernel[None], mode="valid", axes=-1)
         eeg -= eeg.mean(axis=0, keepdims=True)
+        _check_amplitude(eeg, units)
         yield eeg.astype(np.float32)
         position = stop
+    _warn_flat(names, extremes[0] == extremes[1])
 
 
 def _preprocess_epochs(
@@ -486,8 +567,10 @@ def _preprocess_epochs(
     rows, names = select_channels(channel_names, channels, min_channels)
     eeg = data[:, rows]
     _check_finite(eeg, names)
+    _warn_flat(names, (eeg.max(axis=(0, 2)) - eeg.min(axis=(0, 2))) == 0)
     eeg = _resample(eeg, _resample_ratio(sampling_rate, target_sampling_rate)) * factor
     eeg -= eeg.mean(axis=1, keepdims=True)
+    _check_amplitude(eeg, units)
     return eeg.astype(np.float32), names
 
 
@@ -552,8 +635,8 @@ class E2LLMFeatureExtractor(FeatureExtractionMixin):
         apply_filters = self.apply_filters if apply_filters is None else apply_filters
         rng = np.random.default_rng(seed)
         values, ids = [], []
-        for recording, names in self._recordings(eeg, sampling_rate, channel_names, units, apply_filters):
-            windows = self._windows(recording, windowing, rng)
+        for recording, names, bad in self._recordings(eeg, sampling_rate, channel_names, units, apply_filters):
+            windows = self._windows(recording, windowing, rng, bad)
             values.append(windows)
             ids.append(np.broadcast_to(np.array([CHANNEL_INDEX[n] for n in names], np.int64), windows.shape[:2]))
         counts = {v.shape[1] for v in values}
@@ -566,7 +649,9 @@ class E2LLMFeatureExtractor(FeatureExtractionMixin):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _recordings(self, eeg, sampling_rate, channel_names, units, apply_filters):
-        """Yield (eeg (C, T') or (N, C, T') in mV at 256 Hz, channel names) per recording."""
+        """Yield (eeg (C, T') or (N, C, T') in mV at 256 Hz, channel names, bad) per recording; `bad`
+        is None, or for an `mne.io.Raw` its samples under `BAD_` annotations (a boolean mask at the
+        Raw's own rate)."""
         options = dict(channels=self.channels, min_channels=self.min_channels,
                        target_sampling_rate=self.target_sampling_rate)  # fmt: skip
         filters = dict(l_freq=self.l_freq, h_freq=self.h_freq, notch_freq=self.notch_freq, apply_filters=apply_filters)
@@ -584,9 +669,13 @@ class E2LLMFeatureExtractor(FeatureExtractionMixin):
                 names = [item.ch_names[p] for p in picks]
                 self._check_duration(data.shape[-1], item.info["sfreq"])
                 if kind == "raw":
-                    yield preprocess_continuous(data, item.info["sfreq"], names, units="V", **filters, **options)
+                    # MNE marks the samples under annotations starting with "bad" as NaN, as its
+                    # epoching rejects them (`reject_by_annotation`); the filters see the whole recording.
+                    bad = np.isnan(item.get_data(picks=picks[:1], reject_by_annotation="NaN")[0])
+                    yield (*preprocess_continuous(data, item.info["sfreq"], names, units="V", **filters, **options),
+                           bad if bad.any() else None)  # fmt: skip
                 else:
-                    yield _preprocess_epochs(data, item.info["sfreq"], names, units="V", **options)
+                    yield (*_preprocess_epochs(data, item.info["sfreq"], names, units="V", **options), None)
                 continue
             if sampling_rate is None:
                 raise ValueError("sampling_rate is required for EEG arrays: the recording's rate in Hz.")
@@ -601,9 +690,10 @@ class E2LLMFeatureExtractor(FeatureExtractionMixin):
                 )
             self._check_duration(data.shape[-1], sampling_rate)
             if data.ndim == 3:
-                yield _preprocess_epochs(data, sampling_rate, channel_names, units=units, **options)
+                yield (*_preprocess_epochs(data, sampling_rate, channel_names, units=units, **options), None)
             else:
-                yield preprocess_continuous(data, sampling_rate, channel_names, units=units, **filters, **options)
+                yield (*preprocess_continuous(data, sampling_rate, channel_names, units=units, **filters, **options),
+                       None)  # fmt: skip
 
     def _check_duration(self, samples: int, sampling_rate: float) -> None:
         # Checked before any work, so that a short recording fails fast and unfiltered.
@@ -612,8 +702,15 @@ class E2LLMFeatureExtractor(FeatureExtractionMixin):
         if seconds < window:
             raise ValueError(f"EEG of {seconds:.2f} s is shorter than one window of {window:g} s.")
 
-    def _windows(self, eeg: np.ndarray, windowing: str, rng: np.random.Generator) -> np.ndarray:
-        """(C, T) or (N, C, T) -> (W, C, window_size)."""
+    def _windows(
+        self, eeg: np.ndarray, windowing: str, rng: np.random.Generator, bad: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(C, T) or (N, C, T) -> (W, C, window_size).
+
+        `bad` (continuous EEG only): a boolean mask of the recording's samples at its own rate that
+        no window may overlap. "consecutive" drops the windows that do (with a warning naming
+        them); "center" takes the clean window nearest the centre, "random" one of the clean ones.
+        """
         size = self.window_size
         epochs = eeg[None] if eeg.ndim == 2 else eeg
         length = epochs.shape[-1]
@@ -622,6 +719,8 @@ class E2LLMFeatureExtractor(FeatureExtractionMixin):
                 f"EEG of {length / self.target_sampling_rate:.2f} s is shorter than one window of "
                 f"{size / self.target_sampling_rate:g} s ({size} samples at {self.target_sampling_rate} Hz)."
             )
+        if bad is not None:
+            return self._clean_windows(eeg, windowing, rng, bad)
         if windowing == "consecutive":
             count = length // size
             windows = epochs[..., : count * size].reshape(*epochs.shape[:2], count, size)
@@ -631,6 +730,37 @@ class E2LLMFeatureExtractor(FeatureExtractionMixin):
         else:
             starts = rng.integers(0, length - size + 1, size=len(epochs))
         return np.stack([epoch[:, start : start + size] for epoch, start in zip(epochs, starts)])
+
+    def _clean_windows(self, eeg: np.ndarray, windowing: str, rng: np.random.Generator, bad: np.ndarray) -> np.ndarray:
+        """`_windows` of continuous (C, T) EEG with no window over a `bad` sample (see there)."""
+        size, rate = self.window_size, self.target_sampling_rate
+        starts = np.arange(eeg.shape[-1] - size + 1)
+        if windowing == "consecutive":
+            starts = starts[::size]
+        # Bad samples before each sample of the recording's rate; a window spans [first, last).
+        before = np.concatenate([[0], np.cumsum(bad)])
+        scale = len(bad) / eeg.shape[-1]
+        first = np.clip(np.floor(starts * scale).astype(np.int64), 0, len(bad))
+        last = np.clip(np.ceil((starts + size) * scale).astype(np.int64), 0, len(bad))
+        clean = starts[before[last] == before[first]]
+        if not len(clean):
+            raise ValueError(
+                f"Every {size / rate:g} s window of the recording overlaps a BAD annotation; no clean EEG to read."
+            )
+        if windowing == "consecutive":
+            dropped = sorted(set(starts.tolist()) - set(clean.tolist()))
+            if dropped:
+                spans = ", ".join(f"{start / rate:g}-{(start + size) / rate:g} s" for start in dropped[:10])
+                warnings.warn(
+                    f"Dropped {len(dropped)} of {len(starts)} windows that overlap BAD annotations ({spans}"
+                    + (", ..." if len(dropped) > 10 else "") + "), as MNE's reject_by_annotation does.",
+                    stacklevel=4,
+                )
+        elif windowing == "center":
+            clean = clean[[np.argmin(np.abs(clean - (eeg.shape[-1] - size) // 2))]]
+        else:
+            clean = rng.choice(clean, size=1)
+        return np.stack([eeg[:, start : start + size] for start in clean])
 
 
 def _mne_kind(item) -> str | None:

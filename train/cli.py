@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import sys
 
+from train.children import end_with_parent_if_asked
 from train.host import more_threads_on_signal, retain_freed_memory
 
 COMMANDS = {
@@ -42,6 +43,8 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A step `e2llm demo` started as a child ends with the demo (`train.children`).
+    end_with_parent_if_asked()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
         print(_usage())

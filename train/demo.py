@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
 
+from train.io import output_lock
+
 RECIPES = Path(__file__).resolve().parent / "recipes" / "demo"
 
 
@@ -134,11 +136,13 @@ def _run_side_by_side(out: Path, steps: dict[str, tuple[str, list[str]]], state:
     """Run `steps` at once, each as `python -m train.cli COMMAND ...` on one thread, logging to
     `out/logs/STEP.log`; record each in `state` as it finishes, and stop all if one fails. When
     a step ends, the steps still running are asked to use every core."""
+    from train.children import child_environment
     from train.host import MORE_THREADS_SIGNAL
 
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # Each step ends with the demo, even a demo killed with SIGKILL (`train.children`).
+    env = child_environment(dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
     running = {}
     # The children start ignoring the signal (an ignored signal stays ignored across exec) until
     # `e2llm` installs its handler, so an early request cannot kill one.
@@ -286,11 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--restart", action="store_true", help="run every step again")
     args = parser.parse_args(argv)
+    with output_lock(Path(args.out).resolve(), "e2llm demo"):
+        return run(args)
 
+
+def run(args: argparse.Namespace) -> int:
+    """The demo with parsed arguments; the caller holds `args.out` (`train.io.output_lock`)."""
     from train.host import usable_cpus
 
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     size = SIZES[args.size]
     state = DemoState(out, args.restart)
     steps = {step: (module, argv + size.overrides.get(step, [])) for step, (module, argv) in _steps(out, size, args.seed).items()}

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from train.children import end_with_parent
 from train.data import qa, seed_vii
 from train.data.recordings import (
     SEGMENT_SAMPLES,
@@ -57,6 +58,7 @@ from train.data.recordings import (
     raw_clips_eeg,
     read_events_table,
 )
+from train.io import LOCK_FILE, check_folder, output_lock, write_atomic
 
 PAPER_TEST_FRACTION = 2761 / 27205
 SPLITS = ("paper", "cross-subject", "cross-clip")
@@ -210,7 +212,8 @@ def build_shards(jobs: list[Job], shards: Path, num_workers: int) -> None:
             write_shard(job, str(shards))
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=num_workers) as pool:
+        # A worker outlives a killed `e2llm prepare` by at most a moment (`train.children`).
+        with ProcessPoolExecutor(max_workers=num_workers, initializer=end_with_parent) as pool:
             futures = [pool.submit(write_shard, job, str(shards)) for job in todo]
             for future in as_completed(futures):
                 future.result()
@@ -273,6 +276,12 @@ def assemble_segments(jobs: list[Job], shards: Path, out: Path, split: str, test
     everything = concatenate_datasets(parts)
     meta = everything.select_columns(["subject", "video", "emotion"]).to_dict()
     train_rows, test_rows = split_indices(meta["subject"], meta["video"], meta["emotion"], split, test_fraction, seed)
+    if len(train_rows) == 0 or len(test_rows) == 0:
+        raise ValueError(
+            f"the {split} split with test fraction {test_fraction:g} leaves {len(train_rows)} training and "
+            f"{len(test_rows)} test segments of {len(everything)}; both must hold some: change --test-fraction "
+            "or prepare more recordings"
+        )
     segments = DatasetDict({"train": everything.select(train_rows), "test": everything.select(test_rows)})
     _save_atomic(segments, out / "segments")
 
@@ -295,8 +304,11 @@ def prepare(dataset: str, root: str, out: str, *, source: str = "auto", split: s
             test_fraction: float = PAPER_TEST_FRACTION, seed: int = 0, num_workers: int = 1, subjects=None,
             data_format: str = "auto", label_map: dict | None = None, sizes: dict | None = None, cot: bool = True,
             keep_shards: bool = False, overwrite: bool = False) -> Path:
-    """Prepare segments and QA sets under ``out`` (see the module docstring); returns ``out``."""
-    out = Path(out)
+    """Prepare segments and QA sets under ``out`` (see the module docstring); returns ``out``.
+
+    ``out`` must be new, empty, or written by this function; ``overwrite`` replaces what it holds.
+    """
+    out = check_folder(out, "--out")
     settings = {
         "dataset": dataset, "root": str(Path(root).resolve()), "source": source, "subjects": subjects,
         "data_format": data_format, "label_map": label_map or {}, "split": split, "test_fraction": test_fraction,
@@ -305,6 +317,16 @@ def prepare(dataset: str, root: str, out: str, *, source: str = "auto", split: s
     shard_settings = {k: settings[k] for k in ("dataset", "root", "source", "data_format", "label_map")}
     segment_settings = {k: v for k, v in settings.items() if k not in ("sizes", "cot")}
     manifest, shards = out / "prepare.json", out / "shards"
+    shard_manifest = shards / "settings.json"
+    if not overwrite and out.is_dir() and not manifest.is_file() and not shards.is_dir():
+        # Neither a finished nor an interrupted run of this tool: someone else's files, never
+        # replaced without being asked.
+        foreign = next((p for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE), None)
+        if foreign is not None:
+            raise ValueError(
+                f"{out} holds files that e2llm prepare did not write (e.g. {foreign}; no prepare.json): pass "
+                "--overwrite to replace its segments/ and qa/, or choose another --out"
+            )
     if overwrite:
         for path in (out / "segments", out / "qa", shards, manifest):
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
@@ -317,18 +339,16 @@ def prepare(dataset: str, root: str, out: str, *, source: str = "auto", split: s
             raise ValueError(f"{out} was prepared with other settings ({manifest}); pass --overwrite or another --out")
         # Same segments, other QA sizes or answer style: only the QA sets are rebuilt.
         build_qa(out, sizes or {}, cot, seed)
-        manifest.write_text(json.dumps(settings, indent=1))
+        write_atomic(manifest, json.dumps(settings, indent=1))
         return out
-    shard_manifest = shards / "settings.json"
     if shard_manifest.is_file() and json.loads(shard_manifest.read_text()) != shard_settings:
         raise ValueError(f"{shards} holds segments made with other settings; pass --overwrite or another --out")
     jobs = list_jobs(dataset, root, source=source, subjects=subjects, data_format=data_format, label_map=label_map)
-    shards.mkdir(parents=True, exist_ok=True)
-    shard_manifest.write_text(json.dumps(shard_settings, indent=1))
+    write_atomic(shard_manifest, json.dumps(shard_settings, indent=1))
     build_shards(jobs, shards, num_workers)
     assemble_segments(jobs, shards, out, split, test_fraction, seed)
     build_qa(out, sizes or {}, cot, seed)
-    manifest.write_text(json.dumps(settings, indent=1))
+    write_atomic(manifest, json.dumps(settings, indent=1))
     if not keep_shards:
         shutil.rmtree(shards)
     return out
@@ -367,9 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         if value < 0:
             raise ValueError(f"QA size for {name} must be >= 0, got {value}")
     subjects = None if args.subjects is None else [int(s) for s in args.subjects.split(",") if s.strip()]
-    prepare(args.dataset, args.root, args.out, source=args.source, split=args.split, test_fraction=args.test_fraction,
-            seed=args.seed, num_workers=args.num_workers, subjects=subjects, data_format=args.cnt_data_format,
-            label_map=parse_label_map(args.label_map), sizes=sizes, cot=not args.no_cot, keep_shards=args.keep_shards,
-            overwrite=args.overwrite)
+    with output_lock(args.out, "e2llm prepare"):
+        prepare(args.dataset, args.root, args.out, source=args.source, split=args.split,
+                test_fraction=args.test_fraction, seed=args.seed, num_workers=args.num_workers, subjects=subjects,
+                data_format=args.cnt_data_format, label_map=parse_label_map(args.label_map), sizes=sizes,
+                cot=not args.no_cot, keep_shards=args.keep_shards, overwrite=args.overwrite)
     print(f"segments and QA sets written to {args.out}")
     return 0

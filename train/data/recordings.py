@@ -30,8 +30,8 @@ import csv
 import math
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from processing_e2llm import (
     EEGPT_58_CHANNELS,
     TARGET_SAMPLING_RATE,
     _filter_kernel,
+    _resample_ratio,
     normalize_channel_name,
     preprocess_continuous,
     preprocess_continuous_chunks,
@@ -91,19 +92,29 @@ def preprocess_clip(
     missing = missing_channels(channel_names)
     if missing:
         raise ValueError(f"{source} lacks EEG channels {missing}; all 58 EEGPT electrodes are required")
-    eeg, _ = preprocess_continuous(
-        data,
-        sampling_rate,
-        channel_names,
-        units=units,
-        l_freq=L_FREQ,
-        h_freq=H_FREQ,
-        notch_freq=NOTCH_FREQ,
-        apply_filters=apply_filters,
-        channels=EEGPT_58_CHANNELS,
-        min_channels=len(EEGPT_58_CHANNELS),
-    )
+    with _named(source):
+        eeg, _ = preprocess_continuous(
+            data,
+            sampling_rate,
+            channel_names,
+            units=units,
+            l_freq=L_FREQ,
+            h_freq=H_FREQ,
+            notch_freq=NOTCH_FREQ,
+            apply_filters=apply_filters,
+            channels=EEGPT_58_CHANNELS,
+            min_channels=len(EEGPT_58_CHANNELS),
+        )
     return eeg
+
+
+@contextmanager
+def _named(source: str) -> Iterator[None]:
+    """Prefix the message of a ValueError raised inside with the recording (and clip) it concerns."""
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from error
 
 
 @lru_cache(maxsize=None)
@@ -128,7 +139,7 @@ def raw_clip_eeg(raw, clip: Clip, source: str, pad_seconds: float | None = None)
     sfreq = float(raw.info["sfreq"])
     pad = filter_pad_seconds() if pad_seconds is None else pad_seconds
     start, stop = _clip_samples(raw, clip, source)
-    step = (Fraction(sfreq).limit_denominator(1000) / TARGET_SAMPLING_RATE).limit_denominator(1000).numerator
+    step = _resample_ratio(sfreq, TARGET_SAMPLING_RATE).denominator
     read_start = max(0, start - int(pad * sfreq)) // step * step
     read_stop = min(raw.n_times, stop + int(pad * sfreq))
     picks = [i for i, name in enumerate(raw.ch_names) if normalize_channel_name(name) in EEGPT_58_CHANNELS]
@@ -166,7 +177,7 @@ def raw_clips_eeg(
     """
     sfreq = float(raw.info["sfreq"])
     pad = filter_pad_seconds() if pad_seconds is None else pad_seconds
-    step = (Fraction(sfreq).limit_denominator(1000) / TARGET_SAMPLING_RATE).limit_denominator(1000).numerator
+    step = _resample_ratio(sfreq, TARGET_SAMPLING_RATE).denominator
     picks = [i for i, name in enumerate(raw.ch_names) if normalize_channel_name(name) in EEGPT_58_CHANNELS]
     names = [raw.ch_names[i] for i in picks]
     missing = missing_channels(names)
@@ -205,7 +216,7 @@ def raw_clips_eeg(
             notch_freq=NOTCH_FREQ, channels=EEGPT_58_CHANNELS, min_channels=len(EEGPT_58_CHANNELS),
             chunk_seconds=chunk_seconds,
         )  # fmt: skip
-        for piece in pieces:
+        for piece in _named_pieces(pieces, f"{source} ({span_start / sfreq:.0f}-{span_stop / sfreq:.0f} s)"):
             end = position + piece.shape[1]
             for index, (offset, eeg, filled) in list(targets.items()):
                 first, last = max(position, offset + filled), min(end, offset + eeg.shape[1])
@@ -226,6 +237,11 @@ def raw_clips_eeg(
         while next_index in done:
             yield clips[next_index], done.pop(next_index)
             next_index += 1
+
+
+def _named_pieces(pieces: Iterator[np.ndarray], source: str) -> Iterator[np.ndarray]:
+    with _named(source):
+        yield from pieces
 
 
 def cut_segments(
@@ -260,6 +276,11 @@ def parse_label_map(text: str | None) -> dict[str, str]:
             raise ValueError(f"label map item {item!r} is not 'description=emotion'")
         if value not in EMOTIONS:
             raise ValueError(f"label map item {item!r} names {value!r}; expected one of {', '.join(EMOTIONS)}")
+        if key.strip() in mapping:
+            raise ValueError(
+                f"label map names {key.strip()!r} twice ({key.strip()}={mapping[key.strip()]}, {item.strip()}); "
+                "give each label one emotion"
+            )
         mapping[key.strip()] = value
     return mapping
 

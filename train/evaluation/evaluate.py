@@ -37,11 +37,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from train.io import content_digest, output_lock, write_atomic
 
 TASKS = ("IED", "EPC", "ESS", "EIM", "ESR")
 CHOICE_TASKS = ("EPC", "ESS", "EIM", "ESR")
@@ -58,20 +59,6 @@ UNREADABLE = "unreadable"
 
 
 # ----------------------------------------------------------------------------- outputs
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
 
 
 def read_predictions(path: str | os.PathLike) -> list[dict]:
@@ -397,20 +384,24 @@ def load_processor(path: str | os.PathLike):
     `E2LLMProcessor.from_pretrained` resolves the feature extractor through the folder's
     `auto_map`, and `AutoTokenizer` reads the model's `config.json`; both ask for
     `trust_remote_code` and would mix the folder's copy of the code with this package's. The
-    parts are loaded directly instead.
+    parts are loaded directly instead, so no code from the folder ever runs, and an `auto_map`
+    in its tokenizer_config.json is not carried into the folders saved from this processor.
     """
     from transformers import PreTrainedTokenizerFast
 
     from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
 
     path = Path(path)
-    if not (path / "processor_config.json").exists():
-        raise ValueError(f"{path} holds no processor_config.json; expected a folder saved by stage 2 or 3")
+    for name in ("processor_config.json", "tokenizer.json"):
+        if not (path / name).exists():
+            raise ValueError(f"{path} holds no {name}; expected a folder saved by stage 2 or 3")
     settings = json.loads((path / "processor_config.json").read_text())
     template = path / "chat_template.jinja"
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    tokenizer.init_kwargs.pop("auto_map", None)
     return E2LLMProcessor(
         feature_extractor=E2LLMFeatureExtractor.from_pretrained(path),
-        tokenizer=PreTrainedTokenizerFast.from_pretrained(path),
+        tokenizer=tokenizer,
         chat_template=template.read_text() if template.exists() else None,
         num_eeg_tokens=settings.get("num_eeg_tokens", 16),
     )
@@ -504,11 +495,29 @@ def dataset_name(data: str | os.PathLike) -> str:
     return {"seed-vii": "SEED-VII", "recordings": "own recordings"}.get(settings.get("dataset"), "unknown data")
 
 
+def input_digests(model: str | os.PathLike, data: str | os.PathLike) -> dict:
+    """SHA-256 digests of what the predictions are made from: `model_digest` over the files of the
+    model folder (and, for an adapter, of its local base model's folder), `data_digest` over the
+    prepared test segments and QA sets."""
+    model, data = Path(model).resolve(), Path(data).resolve()
+    folders = [model]
+    if (model / "adapter_config.json").is_file():
+        base = json.loads((model / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if base and Path(base).is_dir():
+            folders.append(Path(base).resolve())
+    files = [file for folder in folders for file in folder.iterdir() if file.is_file()]
+    return {
+        "model_digest": content_digest(files, root=os.path.commonpath(folders)),
+        "data_digest": content_digest([data / "segments" / "test", data / "qa"], root=data),
+    }
+
+
 def check_resumable(out: Path, settings: dict) -> None:
-    """Refuse to append to predictions made with another model, data or answer length."""
-    path = out / "run.json"
+    """Refuse to append to predictions made with another model, data or answer length; start the
+    predictions again when the files of the same model or data folder changed since they were made."""
+    path, predictions = out / "run.json", out / "predictions.jsonl"
     keys = ("model", "data", "max_new_tokens", "kind")
-    if path.exists() and (out / "predictions.jsonl").exists():
+    if path.exists() and predictions.exists():
         before = json.loads(path.read_text())
         changed = [key for key in keys if before.get(key) != settings.get(key)]
         if changed:
@@ -516,11 +525,23 @@ def check_resumable(out: Path, settings: dict) -> None:
                 f"{out} holds predictions made with other {', '.join(changed)} ({path}); choose another --out "
                 "or delete its predictions.jsonl"
             )
+        stale = [what for key, what in (("model_digest", "model's files"), ("data_digest", "prepared test data"))
+                 if before.get(key) != settings.get(key)]  # fmt: skip
+        if stale:
+            print(f"The {' and the '.join(stale)} changed since {predictions} was written: answering every "
+                  "sample again", file=sys.stderr)  # fmt: skip
+            predictions.unlink()
     write_atomic(path, json.dumps(settings, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    with output_lock(args.out, "e2llm evaluate"):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`e2llm evaluate` with parsed arguments, its output folder held by the caller."""
     if args.compare:
         print(compare(args.compare, args.out))
         return 0
@@ -550,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(Path(args.model).resolve()), "data": str(data.resolve()),
         "kind": "E2LLM" if processor is not None else "stage-1 classifier",
         "max_new_tokens": args.max_new_tokens, "limit": args.limit, "batch_size": args.batch_size,
+        **input_digests(args.model, data),
     }  # fmt: skip
     check_resumable(out, settings)
     if processor is None:

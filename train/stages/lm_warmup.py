@@ -211,20 +211,29 @@ def _compact_vocabulary_trainer():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transformers import Qwen3ForCausalLM, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import is_torch_bf16_gpu_available
     from trl import SFTConfig, TrlParser
 
-    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
-    from train.stages.parts import load_qa, load_segments
-    from train.stages.tiny import tiny_qwen3_config
-    from train.tokenizer import build_qwen3_tokenizer
+    from train.io import output_lock
 
     parser = TrlParser((LMWarmupArguments, SFTConfig))
     if not is_torch_bf16_gpu_available():
         parser.set_defaults(bf16=False)
     args, training_args = parser.parse_args_and_config(argv)
+    with output_lock(training_args.output_dir, "e2llm lm-warmup", enabled=training_args.process_index == 0):
+        return run(args, training_args)
+
+
+def run(args: LMWarmupArguments, training_args) -> int:
+    """The warm-up with parsed arguments; the caller holds the output folder (`train.io.output_lock`)."""
+    from transformers import Qwen3ForCausalLM, set_seed
+
+    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+    from train.stages.parts import load_qa, load_segments
+    from train.stages.stage2 import last_checkpoint
+    from train.stages.tiny import tiny_qwen3_config
+    from train.tokenizer import build_qwen3_tokenizer
+
     set_seed(training_args.seed)
 
     processor = E2LLMProcessor(E2LLMFeatureExtractor(), build_qwen3_tokenizer())
@@ -254,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         processing_class=processor.tokenizer,
         vocabulary=vocabulary,
     )
-    trainer.train(resume_from_checkpoint=get_last_checkpoint(training_args.output_dir) if args.resume else None)
+    trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, args.resume))
     if trainer.is_world_process_zero():
         model = expand_vocabulary(trainer.accelerator.unwrap_model(trainer.model), config, vocabulary)
         model.add_model_tags([DEMO_ONLY])

@@ -99,7 +99,12 @@ def load_eeg_encoder(
         raise ValueError(f"{source} with encoder_preset {preset!r}: {error}") from error
 
 
-def load_language_model(name: str, dtype: str | torch.dtype | None = None, attn_implementation: str | None = None):
+def load_language_model(
+    name: str,
+    dtype: str | torch.dtype | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+):
     """A Qwen3 causal LM and its tokenizer.
 
     Args:
@@ -107,6 +112,8 @@ def load_language_model(name: str, dtype: str | torch.dtype | None = None, attn_
             (a random Qwen3 with the real vocabulary and a tiny body, with the offline tokenizer).
         dtype: the weights' dtype (`bfloat16` for real runs on GPUs).
         attn_implementation: `sdpa`, `flash_attention_2`, ...; None lets transformers choose.
+        trust_remote_code: run Python code that `name` ships (its `auto_map`); off unless the
+            user passes `--trust_remote_code`, so a folder or repository cannot run code uninvited.
 
     Returns:
         (model, tokenizer).
@@ -125,12 +132,16 @@ def load_language_model(name: str, dtype: str | torch.dtype | None = None, attn_
     looks_local = name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
     if looks_local and not Path(name).expanduser().is_dir():
         raise ValueError(f"Language model folder not found: {name}")
+    if looks_local and not any((Path(name).expanduser() / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+        raise ValueError(
+            f"{name} holds no tokenizer (tokenizer.json); save the tokenizer beside the model (tokenizer.save_pretrained)"
+        )
     kwargs = {"dtype": dtype} if dtype is not None else {}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except OSError as error:
         raise ValueError(f"Cannot load the language model {name!r}: {error}") from error
     if model.config.model_type != "qwen3":

@@ -153,15 +153,25 @@ def _save_best(model, output_dir: Path, metrics: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from accelerate import PartialState
+    from trl import TrlParser
+
+    from train.io import output_lock
+
+    (args,) = TrlParser((Stage1Arguments,)).parse_args_and_config(argv)
+    with output_lock(args.output_dir, "e2llm stage1", enabled=PartialState().is_main_process):
+        return run(args)
+
+
+def run(args: Stage1Arguments) -> int:
+    """Stage 1 with parsed arguments; the caller holds the output folder (`train.io.output_lock`)."""
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
-    from trl import TrlParser
 
     from train.data.segments import SEGMENT_CHANNEL_IDS, SegmentStore
     from train.stages.parts import check_channels, load_segments
 
-    (args,) = TrlParser((Stage1Arguments,)).parse_args_and_config(argv)
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True),

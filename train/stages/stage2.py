@@ -34,11 +34,13 @@ trust_remote_code=True)` read it as is. Checkpoints go to `output_dir/checkpoint
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from transformers.utils import logging
 
+from train.io import output_lock
 from train.stages.config import E2LLMScriptArguments
 
 logger = logging.get_logger(__name__)
@@ -62,14 +64,17 @@ def parse_arguments(argv: list[str] | None):
     return script_args, training_args, model_args
 
 
-def build_model_and_processor(script_args: E2LLMScriptArguments, model_args):
-    """E2LLM from `encoder` and `llm` (projector new), and its processor."""
+def build_model_and_processor(script_args: E2LLMScriptArguments, model_args, trust_remote_code: bool = False):
+    """E2LLM from `encoder` and `llm` (projector new), and its processor; `trust_remote_code` lets
+    the language model run code it ships (`--trust_remote_code`)."""
     from train.stages.parts import build_e2llm, build_processor, load_eeg_encoder, load_language_model
 
     if script_args.llm is None:
         raise ValueError("No language model given: set `llm` (a Qwen3 Hub id, a local folder, or `tiny`)")
     encoder = load_eeg_encoder(script_args.encoder, script_args.encoder_preset)
-    language_model, tokenizer = load_language_model(script_args.llm, model_args.dtype, model_args.attn_implementation)
+    language_model, tokenizer = load_language_model(
+        script_args.llm, model_args.dtype, model_args.attn_implementation, trust_remote_code
+    )
     processor = build_processor(tokenizer, language_model.config.vocab_size)
     model = build_e2llm(encoder, language_model, processor.tokenizer, script_args.projector_hidden_act)
     # Trainable weights stay in float32 under bf16 autocast; the frozen parts may be bf16.
@@ -119,25 +124,50 @@ def build_datasets(script_args: E2LLMScriptArguments, processor, model, seed: in
 
 
 def last_checkpoint(output_dir: str, resume: bool) -> str | None:
-    """The checkpoint to resume from: the last one in `output_dir` when `resume` is set."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The checkpoint to resume from when `resume` is set: the newest complete one in `output_dir`.
+
+    The Trainer writes `trainer_state.json` last, so a `checkpoint-N` without a readable one was
+    cut short (the run was killed while saving it) and is passed over, with a warning. Says which
+    checkpoint the run continues from.
+    """
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     if not resume:
         return None
-    found = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-    if found is None:
-        logger.warning("No checkpoint in %s: starting from the beginning", output_dir)
-    return found
+    folder = Path(output_dir)
+    numbered = folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if folder.is_dir() else []
+    checkpoints = sorted(
+        (path for path in numbered if path.is_dir() and path.name.split("-")[-1].isdigit()),
+        key=lambda path: int(path.name.split("-")[-1]),
+        reverse=True,
+    )
+    for checkpoint in checkpoints:
+        try:
+            json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
+        except (OSError, ValueError):
+            logger.warning("%s is incomplete (no readable %s): passed over", checkpoint, TRAINER_STATE_NAME)
+            continue
+        print(f"Resuming from {checkpoint}", flush=True)
+        return str(checkpoint)
+    logger.warning("No complete checkpoint in %s: starting from the beginning", output_dir)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
+    script_args, training_args, model_args = parse_arguments(argv)
+    with output_lock(training_args.output_dir, "e2llm stage2", enabled=training_args.process_index == 0):
+        return run(script_args, training_args, model_args)
+
+
+def run(script_args: E2LLMScriptArguments, training_args, model_args) -> int:
+    """Stage 2 with parsed arguments; the caller holds the output folder (`train.io.output_lock`)."""
     from transformers import set_seed
 
     from train.stages.trainer import AnswerLossSFTTrainer
 
-    script_args, training_args, model_args = parse_arguments(argv)
     set_seed(training_args.seed)
-    model, processor = build_model_and_processor(script_args, model_args)
+    model, processor = build_model_and_processor(script_args, model_args, training_args.trust_remote_code)
     train_only_projector(model)
     train_qa, eval_qa, collator = build_datasets(script_args, processor, model, training_args.seed)
 

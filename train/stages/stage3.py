@@ -24,7 +24,10 @@ the LoRA weights and the projector) and the processor; with `merge` (default), `
 the adapter folded into the weights, a complete model with the processor that loads with
 `AutoModel.from_pretrained(dir, trust_remote_code=True)` and `AutoProcessor.from_pretrained`.
 The merge reloads the starting model and the saved adapter, so it works the same after a
-single-process, DDP or FSDP run. `--resume` continues from the last checkpoint.
+single-process, DDP or FSDP run. `--resume` continues from the newest complete checkpoint.
+
+The stage-2 folder is read with this package's classes: no Python file in it runs, and its
+`auto_map` entries that point elsewhere than this package's code are not copied into the output.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from train.io import output_lock
 from train.stages.stage2 import build_datasets, build_model_and_processor, last_checkpoint, parse_arguments
 
 # The language model's query and key projections, never a module of the EEG encoder.
@@ -39,13 +43,14 @@ LANGUAGE_MODEL_QK = r"model\.language_model\.layers\.\d+\.self_attn\.(q_proj|k_p
 MERGED = "merged"
 
 
-def load_starting_point(script_args, model_args):
-    """(model, processor): the stage-2 folder, or for the "without stage 2" ablation the parts."""
+def load_starting_point(script_args, model_args, trust_remote_code: bool = False):
+    """(model, processor): the stage-2 folder, or for the "without stage 2" ablation the parts
+    (whose language model may run code it ships only with `trust_remote_code`)."""
     from modeling_e2llm import E2LLMForConditionalGeneration
-    from processing_e2llm import E2LLMProcessor
+    from train.evaluation.evaluate import load_processor
 
     if script_args.model is None:
-        return build_model_and_processor(script_args, model_args)
+        return build_model_and_processor(script_args, model_args, trust_remote_code)
     if script_args.encoder is not None or script_args.llm is not None:
         raise ValueError(
             "Give either `model` (the stage-2 folder) or `encoder` and `llm` (without stage 2), not both"
@@ -55,7 +60,8 @@ def load_starting_point(script_args, model_args):
         raise ValueError(f"{script_args.model} is not a saved E2LLM model folder (no config.json): give the stage-2 output")
     dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "auto"
     model = E2LLMForConditionalGeneration.from_pretrained(str(path), dtype=dtype)
-    processor = E2LLMProcessor.from_pretrained(str(path), trust_remote_code=True)
+    # This package's classes, never code from the folder (see `load_processor`).
+    processor = load_processor(path)
     model.model.projector.float()
     return model, processor
 
@@ -85,27 +91,35 @@ def check_adapted_modules(peft_model) -> list[str]:
     return adapted
 
 
-def merge_adapter(script_args, model_args, adapter_dir: str, out_dir: Path, seed: int) -> None:
+def merge_adapter(
+    script_args, model_args, adapter_dir: str, out_dir: Path, seed: int, trust_remote_code: bool = False
+) -> None:
     """Reload the starting model, apply the saved adapter, fold it in and save model + processor."""
     from peft import PeftModel
     from transformers import set_seed
 
     # Parts built from random weights (`llm: tiny`, no encoder) come back identical under the seed.
     set_seed(seed)
-    base, processor = load_starting_point(script_args, model_args)
+    base, processor = load_starting_point(script_args, model_args, trust_remote_code)
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
+    script_args, training_args, model_args = parse_arguments(argv)
+    with output_lock(training_args.output_dir, "e2llm stage3", enabled=training_args.process_index == 0):
+        return run(script_args, training_args, model_args)
+
+
+def run(script_args, training_args, model_args) -> int:
+    """Stage 3 with parsed arguments; the caller holds the output folder (`train.io.output_lock`)."""
     from transformers import set_seed
 
     from train.stages.trainer import AnswerLossSFTTrainer
 
-    script_args, training_args, model_args = parse_arguments(argv)
     set_seed(training_args.seed)
-    model, processor = load_starting_point(script_args, model_args)
+    model, processor = load_starting_point(script_args, model_args, training_args.trust_remote_code)
     model.requires_grad_(False)
     train_qa, eval_qa, collator = build_datasets(script_args, processor, model, training_args.seed)
 
@@ -127,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Stage 3 done: {trainable:,} trainable parameters; adapter in {training_args.output_dir}")
         if script_args.merge:
             merged = Path(training_args.output_dir) / MERGED
-            merge_adapter(script_args, model_args, training_args.output_dir, merged, training_args.seed)
+            merge_adapter(
+                script_args, model_args, training_args.output_dir, merged, training_args.seed,
+                training_args.trust_remote_code,
+            )  # fmt: skip
             print(f"Merged model and processor in {merged}")
     return 0
 
