@@ -589,6 +589,12 @@ class E2LLMFeatureExtractor(FeatureExtractionMixin):
     `windowing="consecutive"` (inference: every whole window from the start, the remainder dropped),
     `"center"` or `"random"` (training: one crop per recording or epoch; `seed` fixes the random crops).
 
+    An `mne.io.Raw`'s windows that overlap annotations starting with "BAD" are left out (a warning
+    names them), as MNE's epoching does with `reject_by_annotation`. Refused with a ValueError: a
+    single electrode (the average reference would leave zeros), a rate outside
+    `SAMPLING_RATE_RANGE`, and EEG whose amplitude no scalp recording has (`PLAUSIBLE_SPREAD_MV`,
+    the message naming the unit the numbers look like); flat channels are warned about by name.
+
     Returns a `BatchFeature` with `eeg_values` (W, C, 1024) float32 in mV and `eeg_channel_ids`
     (W, C) int64 indices into `EEGPT_CHANNELS`; windows follow the recordings' order. Recordings
     with different channel counts in one call are refused (pass `channels` to pick a common set);

@@ -27,7 +27,9 @@ videos (for every subject), stratified by emotion, so no subject (or no clip) is
 How: recordings are processed in parallel (``--num-workers`` processes, one recording at a time
 each, so memory does not grow with the dataset), each into its own shard written to a temporary
 folder and renamed into place when complete. A rerun after an interruption skips finished
-shards and gives the same dataset, byte for byte in its values.
+shards and gives the same dataset, byte for byte in its values. ``--out`` is held by one run at a
+time (``train.io.output_lock``), a worker ends when a killed ``prepare`` does, and a non-empty
+``--out`` that ``prepare`` did not write is refused unless ``--overwrite``.
 """
 
 from __future__ import annotations

@@ -22,8 +22,10 @@ of the test segments, with the IED metrics.
 - `results.json`: every figure in percent (kappa x 100, as the paper prints it), per task, with
   `n`, `valid_rate` and `random_baseline`; `dataset` (SEED-VII, synthetic data or own
   recordings, from the prepared folder's `prepare.json`) and the run's `settings`.
-- `run.json`: the settings; a run with another model, data or `--max-new-tokens` refuses to
-  append to the same `predictions.jsonl`.
+- `run.json`: the settings, with SHA-256 digests of the model's files and of the prepared test
+  data; a run with another model, data or `--max-new-tokens` refuses to append to the same
+  `predictions.jsonl`, and one whose model or data files changed at the same paths (a retrained
+  model) answers every sample again.
 - `tables.md`: Table 2 (IED) and Table 3 (EPC, ESS, EIM, ESR, average) in the paper's layout.
 - `confusion_matrix.png`: IED, rows the true emotion, columns the answer (and "unreadable").
 `--compare DIR...` reads the `results.json` of several runs and writes `comparison.md` in the
