@@ -20,13 +20,15 @@ tokens), a question, then a chain-of-thought answer that carries the loss. Answe
 `--shortest-answer` to `--answer-tokens` tokens across the rows, left-padded as the collator
 pads. The Qwen3 body has Qwen3-4B's shape by default (hidden 2560, MLP 9728, 32 query and 8
 key-value heads of 128) with `--layers` layers. Figures: median step time (forward + backward)
-and the peak memory a step adds over the memory held before it (CUDA: `max_memory_allocated`;
-CPU: resident set size sampled every millisecond), printed beside the ratio to `full`.
+over the timed steps and the peak memory they add over the memory held before them (CUDA:
+`max_memory_allocated`; CPU: resident set size sampled every millisecond), printed beside the
+ratio to `full` as each path finishes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import statistics
@@ -129,7 +131,6 @@ def measure(kind: str, args, results) -> None:
     model, inputs, labels = build(args)
     compute = loss_function(kind, model)
     cuda = args.device.startswith("cuda")
-
     autocast = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
     def step():
@@ -143,20 +144,15 @@ def measure(kind: str, args, results) -> None:
 
     loss = step()  # warm-up
     times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        step()
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        before = resident_bytes()
-        with PeakSampler() as sampler:
+    before = torch.cuda.memory_allocated() if cuda else resident_bytes()
+    with contextlib.nullcontext() if cuda else PeakSampler() as sampler:
+        for _ in range(args.steps):
+            start = time.perf_counter()
             step()
-        peak = sampler.peak - before
+            times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() if cuda else sampler.peak) - before
     results.put((kind, loss, statistics.median(times), peak))
 
 
@@ -171,7 +167,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=120, help="text tokens before the answer, besides EEG")
     parser.add_argument("--answer-tokens", type=int, default=160, help="the longest answer")
     parser.add_argument("--shortest-answer", type=int, default=60, help="the shortest answer (rows in between)")
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps after one to warm up; the peak is theirs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
     parser.add_argument(
@@ -180,9 +176,16 @@ def main() -> None:
     args = parser.parse_args()
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
 
+    sequence = args.prompt_tokens + 3 * 18 + args.answer_tokens
+    print(
+        f"stage-2 step, vocabulary 151,936, Qwen3 body hidden {args.hidden_size} x {args.layers} layers, "
+        f"batch {args.batch} x {sequence} tokens ({args.shortest_answer}-{args.answer_tokens} answer tokens a row), "
+        f"device {args.device}, {args.dtype}"
+    )
+    print(f"{'loss path':<12} {'loss':>8} {'step s':>8} {'x full':>7} {'peak MiB':>9} {'x full':>7}", flush=True)
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    figures = {}
+    base = None
     for kind in ("full", "trl-fused", "answers"):
         process = context.Process(target=measure, args=(kind, args, results))
         process.start()
@@ -190,20 +193,11 @@ def main() -> None:
         if process.exitcode:
             raise SystemExit(f"{kind} failed with exit code {process.exitcode}")
         name, loss, seconds, peak = results.get()
-        figures[name] = (loss, seconds, peak)
-
-    sequence = args.prompt_tokens + 3 * 18 + args.answer_tokens
-    print(
-        f"stage-2 step, vocabulary 151,936, Qwen3 body hidden {args.hidden_size} x {args.layers} layers, "
-        f"batch {args.batch} x {sequence} tokens ({args.shortest_answer}-{args.answer_tokens} answer tokens a row), "
-        f"device {args.device}, {args.dtype}"
-    )
-    base_loss, base_time, base_peak = figures["full"]
-    print(f"{'loss path':<12} {'loss':>8} {'step s':>8} {'x full':>7} {'peak MiB':>9} {'x full':>7}")
-    for name, (loss, seconds, peak) in figures.items():
+        base = base or (seconds, peak)
         print(
-            f"{name:<12} {loss:8.4f} {seconds:8.3f} {seconds / base_time:7.2f} "
-            f"{peak / 2**20:9.1f} {peak / base_peak:7.2f}"
+            f"{name:<12} {loss:8.4f} {seconds:8.3f} {seconds / base[0]:7.2f} "
+            f"{peak / 2**20:9.1f} {peak / base[1]:7.2f}",
+            flush=True,
         )
 
 
