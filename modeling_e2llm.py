@@ -52,17 +52,14 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import torch_compilable_check
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 # The name of the KV cache, as a forward argument and an output field: `cache` from transformers
-# 5.24 on, `past_key_values` before. The model reads either and speaks the installed version's.
+# 5.24 on, `past_key_values` before. The model speaks the installed version's; its forwards also
+# take the old name, renamed by transformers' own `deprecate_kwarg` as Qwen3's forward does.
 CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
-
-
-def _the_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
-    if cache is not None and past_key_values is not None:
-        raise ValueError("Pass the KV cache once, as `cache` or as `past_key_values`, not both")
-    return cache if cache is not None else past_key_values
 
 # The 62 electrode names EEGPT's channel embedding is indexed by, in the official order.
 EEGPT_CHANNEL_NAMES = (
@@ -637,118 +634,6 @@ class E2LLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     """
 
     eeg_hidden_states: torch.Tensor | None = None
-    token_predictions: torch.LongTensor | None = None
-
-
-class _LinearCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of `hidden @ weight.T` against `targets`, in tiles of rows and vocabulary.
-
-    The (rows, vocabulary) logits never exist whole. A block of rows is taken one vocabulary tile
-    at a time: the tile's logits are made, their maximum taken and their exponentials summed while
-    the tile is still in cache; the block's log-normaliser then combines the tiles' sums. For the
-    gradient each tile, already exponentiated, is scaled into its softmax and multiplied back
-    through its rows of `weight`, so the backward pass only scales the gradients the forward
-    left. Also returns the argmax token of each row. Targets of -100 add nothing."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, targets, block_rows, block_columns, needs_input_grad):
-        grad_hidden = torch.zeros_like(hidden, dtype=torch.float32) if needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if needs_input_grad[1] else None
-        loss = hidden.new_zeros((), dtype=torch.float32)
-        predictions = torch.empty_like(targets)
-        vocabulary = weight.shape[0]
-        columns = [slice(start, start + block_columns) for start in range(0, vocabulary, block_columns)]
-        for start in range(0, hidden.shape[0], block_rows):
-            rows = slice(start, start + block_rows)
-            block, block_targets = hidden[rows], targets[rows]
-            valid = block_targets != -100
-            # For each tile holding targets: the rows whose target it holds and those targets' columns in it.
-            target_tiles = torch.where(valid, block_targets, 0) // block_columns
-            targets_in = {}
-            for index in target_tiles[valid].unique().tolist():
-                held = (valid & (target_tiles == index)).nonzero().squeeze(1)
-                targets_in[index] = (held, block_targets[held] - columns[index].start)
-            target_logits = torch.zeros(block.shape[0], dtype=torch.float32, device=block.device)
-            tiles, maxima, sums = [], [], []
-            for index, part in enumerate(columns):
-                tile = (block @ weight[part].T).float()
-                if index in targets_in:
-                    held, column = targets_in[index]
-                    target_logits[held] = tile[held, column]
-                largest = tile.amax(dim=-1)
-                sums.append(tile.sub_(largest[:, None]).exp_().sum(dim=-1))
-                tiles.append(tile), maxima.append(largest)
-            maxima, sums = torch.stack(maxima, dim=1), torch.stack(sums, dim=1)  # (rows, tiles)
-            top, best_tile = maxima.max(dim=1)
-            scales = torch.exp(maxima - top[:, None])  # each tile's exponentials rescaled to the row maximum
-            normaliser = (sums * scales).sum(dim=1)
-            loss += ((top + normaliser.log() - target_logits) * valid).sum()
-            block_predictions = predictions[rows]
-            for index in best_tile.unique().tolist():
-                chosen = best_tile == index
-                block_predictions[chosen] = tiles[index][chosen].argmax(dim=-1) + columns[index].start
-            if grad_hidden is None and grad_weight is None:
-                continue
-            softmax_scales = scales / normaliser[:, None] * valid[:, None]
-            for index, (part, tile) in enumerate(zip(columns, tiles)):
-                tile.mul_(softmax_scales[:, index, None])  # the softmax over this tile
-                if index in targets_in:
-                    held, column = targets_in[index]
-                    tile[held, column] -= 1.0
-                if grad_hidden is not None:
-                    if weight.dtype == torch.float32:
-                        grad_hidden[rows].addmm_(tile, weight[part])
-                    else:
-                        grad_hidden[rows] += tile.to(weight.dtype) @ weight[part]
-                if grad_weight is not None:
-                    grad_weight[part].addmm_(tile.T, block.float())
-        ctx.save_for_backward(
-            grad_hidden if grad_hidden is not None else hidden.new_empty(0),
-            grad_weight if grad_weight is not None else weight.new_empty(0),
-        )
-        ctx.has_grads = (grad_hidden is not None, grad_weight is not None)
-        ctx.dtypes = (hidden.dtype, weight.dtype)
-        ctx.mark_non_differentiable(predictions)
-        return loss, predictions
-
-    @staticmethod
-    def backward(ctx, grad_loss, grad_predictions):
-        grad_hidden, grad_weight = ctx.saved_tensors
-        has_hidden, has_weight = ctx.has_grads
-        return (
-            (grad_hidden * grad_loss).to(ctx.dtypes[0]) if has_hidden else None,
-            (grad_weight * grad_loss).to(ctx.dtypes[1]) if has_weight else None,
-            None,
-            None,
-            None,
-            None,
-        )
-
-
-def linear_cross_entropy(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    targets: torch.Tensor,
-    block_rows: int = 384,
-    block_columns: int | None = None,
-) -> tuple[torch.Tensor, torch.LongTensor]:
-    """Summed cross-entropy of the logits `hidden @ weight.T` ((rows, hidden) against a (vocabulary,
-    hidden) weight) for `targets` (rows,), -100 skipped, and each row's argmax token, computed
-    `block_rows` rows and `block_columns` words at a time without the whole logits. Differentiable
-    in `hidden` and `weight`; equal to `F.cross_entropy(hidden @ weight.T, targets, reduction="sum")`
-    to float32 rounding.
-
-    `block_columns` defaults to 1536 on the CPU, where a (384, 1536) tile stays in cache (with
-    Qwen3's vocabulary and a hidden size of 64 the head's matmul is bound by memory, and a demo
-    stage-2 step takes 0.74x the time it took over whole rows of logits; benchmarks/README.md),
-    and to the whole vocabulary elsewhere, where each tile costs kernel launches."""
-    if block_rows < 1 or (block_columns is not None and block_columns < 1):
-        raise ValueError(f"block_rows and block_columns must be positive, got {block_rows} and {block_columns}")
-    if block_columns is None:
-        block_columns = 1536 if weight.device.type == "cpu" else weight.shape[0]
-    grads = torch.is_grad_enabled()
-    needs = (grads and hidden.requires_grad, grads and weight.requires_grad)
-    return _LinearCrossEntropy.apply(hidden, weight, targets, block_rows, block_columns, needs)
 
 
 class E2LLMMultiModalProjector(nn.Module):
@@ -855,6 +740,7 @@ class E2LLMModel(E2LLMPreTrainedModel):
             torch_compilable_check(mask.sum() * eeg_features.shape[-1] == eeg_features.numel(), mismatch)
         return mask
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache", raise_if_both_names=True)
     @can_return_tuple
     def forward(
         self,
@@ -866,7 +752,6 @@ class E2LLMModel(E2LLMPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        past_key_values: Cache | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs,
     ) -> E2LLMModelOutputWithPast:
@@ -879,7 +764,8 @@ class E2LLMModel(E2LLMPreTrainedModel):
                 batch, in the order their placeholders appear, sample by sample; mV, 256 Hz.
             eeg_channel_ids (`(windows, channels)` or `(channels,)`): positions in
                 `config.eeg_config.channel_names`.
-            cache (`Cache`, *optional*): the KV cache (also accepted as `past_key_values`).
+            cache (`Cache`, *optional*): the KV cache (`past_key_values`, its name before
+                transformers 5.24, is renamed to it).
             mm_encoder_outputs (`dict`, *optional*): EEG encoded beforehand, `{"eeg": get_eeg_features(...)}`,
                 in place of `eeg_values`; its `pooler_output` fills the placeholders in order.
                 `generate()` encodes the EEG this way, once per prompt.
@@ -888,7 +774,6 @@ class E2LLMModel(E2LLMPreTrainedModel):
             ValueError: when the `<eeg>` placeholders and the EEG tokens differ in number, or the
                 text holds `<eeg>` placeholders but no EEG came (outside cached decoding).
         """
-        cache = _the_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -976,9 +861,6 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
         model.tie_weights()
         return model
 
-    # `forward` takes a boolean (batch, sequence) `logits_to_keep` with labels (train.trainer reads this).
-    accepts_answer_mask = True
-
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
@@ -990,6 +872,7 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
     ) -> BaseModelOutputWithPooling:
         return self.model.get_eeg_features(eeg_values, eeg_channel_ids, **kwargs)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache", raise_if_both_names=True)
     @can_return_tuple
     def forward(
         self,
@@ -1003,7 +886,6 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        past_key_values: Cache | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs,
     ) -> E2LLMCausalLMOutputWithPast:
@@ -1011,22 +893,14 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
         Args: as `E2LLMModel.forward`, plus
             labels (`(batch, sequence)`, *optional*): target ids, -100 where no loss is taken (the
                 prompt, the EEG placeholders, padding); shifted inside the loss.
-            logits_to_keep (`int` or tensor): compute logits for the last `logits_to_keep`
-                positions only (0 = all); a 1-D index tensor keeps those positions in every row; a
-                boolean mask of shape (batch, sequence) keeps exactly its True positions, row by row,
-                and the logits come back flattened to (kept positions, vocab) in row-major order.
-                With labels and a boolean mask no logits are returned: the loss is taken a block of
-                positions at a time through the LM head (`linear_cross_entropy`) and
-                `token_predictions` holds each kept position's argmax token. Training passes the mask
-                of the positions whose next token is a target: with Qwen3's vocabulary the LM head
-                is most of a step, rows whose answers differ in length would otherwise pay for each
-                other's positions, and whole logits would cost vocabulary x positions of memory.
+            logits_to_keep (`int` or tensor): the positions to compute logits for, as transformers'
+                causal LMs take it: the last `logits_to_keep` (0 = all), a 1-D index tensor, or a
+                boolean (batch, sequence) mask whose logits come back flattened. With kept positions
+                and labels, pass the matching `shift_labels` (the loss's own keyword).
 
         Returns:
-            `E2LLMCausalLMOutputWithPast` with `logits` (batch, sequence, vocab), or (kept positions,
-            vocab) for a boolean `logits_to_keep` without labels; `loss` when labels are given (mean
-            over the targets, or their sum over `num_items_in_batch` when that is passed); and
-            `token_predictions` (kept positions,) for a boolean `logits_to_keep` with labels.
+            `E2LLMCausalLMOutputWithPast` with `logits` and, when labels are given, `loss` (the
+            model's `loss_function`: mean over the targets, or their sum over `num_items_in_batch`).
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -1034,38 +908,18 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
             eeg_values=eeg_values,
             eeg_channel_ids=eeg_channel_ids,
             position_ids=position_ids,
-            cache=_the_cache(cache, past_key_values),
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
-        hidden_states = outputs.last_hidden_state
-        vocab_size = self.config.text_config.vocab_size
-        if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dtype == torch.bool:
-            if logits_to_keep.shape != hidden_states.shape[:2]:
-                raise ValueError(
-                    f"A boolean logits_to_keep must be a (batch, sequence) mask of shape "
-                    f"{tuple(hidden_states.shape[:2])}, got {tuple(logits_to_keep.shape)}"
-                )
-            kept = hidden_states[logits_to_keep]
-            logits = loss = token_predictions = None
-            if labels is None:
-                logits = self.lm_head(kept)
-            else:
-                # The next token of each kept position; the last position has none.
-                shift_labels = F.pad(labels[:, 1:], (0, 1), value=-100)[logits_to_keep]
-                loss_sum, token_predictions = self._kept_positions_loss(kept, shift_labels)
-                divisor = kwargs.get("num_items_in_batch")
-                if divisor is None:
-                    divisor = (shift_labels != -100).sum()
-                loss = loss_sum / torch.as_tensor(divisor, device=loss_sum.device).clamp(min=1)
-        else:
-            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-            logits = self.lm_head(hidden_states[:, keep, :])
-            loss = token_predictions = None
-            if labels is not None:
-                loss = self.loss_function(logits=logits, labels=labels, vocab_size=vocab_size, **kwargs)
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
         return E2LLMCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -1073,18 +927,7 @@ class E2LLMForConditionalGeneration(E2LLMPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             eeg_hidden_states=outputs.eeg_hidden_states,
-            token_predictions=token_predictions,
         )
-
-    def _kept_positions_loss(self, kept: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.LongTensor]:
-        """Summed cross-entropy and argmax tokens at the kept positions: blockwise through the LM head's
-        weight when it is a plain bias-free linear layer holding a plain tensor, through full logits
-        otherwise (an adapter on the head, or a weight sharded outside the head's own forward)."""
-        head = self.lm_head
-        if type(head) is nn.Linear and head.bias is None and type(head.weight.data) is torch.Tensor:
-            return linear_cross_entropy(kept, head.weight, targets)
-        logits = head(kept).float()
-        return F.cross_entropy(logits, targets, reduction="sum"), logits.detach().argmax(-1)
 
     def prepare_inputs_for_generation(
         self,

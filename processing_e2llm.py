@@ -308,36 +308,6 @@ def _fir_kernel(sampling_rate: float, l_freq: float | None, h_freq: float | None
     return kernel
 
 
-def _filter(
-    data: np.ndarray, sampling_rate: float, source_rate: float, l_freq: float | None, h_freq: float | None,
-    notch_freq: float | None,
-) -> np.ndarray:
-    """Band-pass and notch the rows of `data` (float64, at `sampling_rate`) recorded at `source_rate`."""
-    kernel = _filter_kernel(sampling_rate, source_rate, l_freq, h_freq, notch_freq)
-    if kernel is None:
-        return data
-    length = data.shape[-1]
-    if len(kernel) > length:
-        warnings.warn(
-            f"The filter ({len(kernel) / sampling_rate:.1f} s, set by the {l_freq} Hz high-pass) is longer than the "
-            f"recording ({length / sampling_rate:.1f} s); its edges are likely distorted. Filter the whole recording.",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-    try:
-        from scipy.signal import oaconvolve
-    except ImportError as error:
-        raise ImportError("EEG filtering needs SciPy: pip install scipy") from error
-    # Odd reflection at both ends, as MNE pads, so the filter starts and ends without a step.
-    edge = min(len(kernel), length) - 1
-    rows = data.reshape(-1, length)
-    # A few rows at a time bounds the FFT buffers; results go back in place.
-    for start in range(0, len(rows), 8):
-        padded = np.pad(rows[start : start + 8], [(0, 0), (edge, edge)], mode="reflect", reflect_type="odd")
-        rows[start : start + 8] = oaconvolve(padded, kernel[None], mode="same", axes=-1)[:, edge : edge + length]
-    return rows.reshape(data.shape)
-
-
 def _filter_kernel(
     sampling_rate: float, source_rate: float, l_freq: float | None, h_freq: float | None, notch_freq: float | None
 ) -> np.ndarray | None:
@@ -406,26 +376,17 @@ def preprocess_continuous(
         raise ValueError(
             f"{len(channel_names)} channel names for an array with {data.shape[0]} channel rows; expected one name per row."
         )
-    factor = _mv_factor(units)
-    rows, names = select_channels(channel_names, channels, min_channels)
-    ratio = _resample_ratio(sampling_rate, target_sampling_rate)
-    # Resampling a few channels at a time keeps no full-rate copy of the recording.
-    eeg, flat = None, np.zeros(len(rows), dtype=bool)
-    for start in range(0, len(rows), 16):
-        block = data[rows[start : start + 16]]
-        _check_finite(block, names[start : start + 16])
-        flat[start : start + 16] = np.ptp(block, axis=-1) == 0
-        block = _resample(block, ratio)
-        if eeg is None:
-            eeg = np.empty((len(rows), block.shape[-1]))
-        eeg[start : start + 16] = block
-    _warn_flat(names, flat)
-    eeg *= factor
-    if apply_filters:
-        eeg = _filter(eeg, target_sampling_rate, sampling_rate, l_freq, h_freq, notch_freq)
-    eeg -= eeg.mean(axis=0, keepdims=True)
-    _check_amplitude(eeg, units)
-    return eeg.astype(np.float32), names
+    _, names = select_channels(channel_names, channels, min_channels)
+    # The chunked path with the array as the recording (one piece up to its `chunk_seconds`), read
+    # in short stretches: there is no I/O to amortise, and each stretch is copied once.
+    pieces = list(
+        preprocess_continuous_chunks(
+            lambda start, stop: data[:, start:stop], data.shape[1], sampling_rate, channel_names, units=units,
+            l_freq=l_freq, h_freq=h_freq, notch_freq=notch_freq, apply_filters=apply_filters, channels=channels,
+            target_sampling_rate=target_sampling_rate, min_channels=min_channels, read_seconds=10.0,
+        )
+    )  # fmt: skip
+    return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)), names
 
 
 def preprocess_continuous_chunks(
@@ -445,7 +406,7 @@ def preprocess_continuous_chunks(
     chunk_seconds: float = 300.0,
     read_seconds: float = 60.0,
 ) -> Iterator[np.ndarray]:
-    """`preprocess_continuous` of a long recording, read and returned piece by piece.
+    """The preprocessing of `preprocess_continuous`, reading and returning a recording piece by piece.
 
     Args:
         read: `read(start, stop)` returns the (C, stop - start) samples `start..stop` of the
@@ -453,14 +414,15 @@ def preprocess_continuous_chunks(
             `get_data(picks, start=start, stop=stop)`).
         n_times: the recording's length in samples.
         chunk_seconds: output per piece; read_seconds: input per read.
-        The rest: as `preprocess_continuous`.
+        The rest: as `preprocess_continuous`, which is this function over an in-memory array.
 
-    Yields float32 (C_kept, t) pieces, in time order, whose concatenation equals
-    `preprocess_continuous(read(0, n_times), ...)` to float64 rounding: the resampler gets each
-    piece with its neighbouring input and the recording's own line extension at both ends,
-    and the band-pass gets the resampled signal half its kernel beyond each piece, with MNE's
-    odd reflection at the recording's ends. Each input sample is read once, and memory is
-    bounded by `chunk_seconds` and `read_seconds`, not by the recording's length.
+    Yields float32 (C_kept, t) pieces, in time order, whose concatenation is the recording
+    preprocessed as a whole: the resampler gets each piece with its neighbouring input and the
+    recording's own line extension at both ends (as `resample_poly(..., padtype="line")` extends
+    a whole recording), and the band-pass gets the resampled signal half its kernel beyond each
+    piece, with MNE's limited odd reflection at the recording's ends. Each input sample is read
+    once, and memory is bounded by `chunk_seconds` and `read_seconds`, not by the recording's
+    length.
     """
     _check_sampling_rate(sampling_rate)
     n_times = int(n_times)
@@ -471,17 +433,17 @@ def preprocess_continuous_chunks(
     n_out = -(-n_times * up // down)
     kernel = _filter_kernel(target_sampling_rate, sampling_rate, l_freq, h_freq, notch_freq) if apply_filters else None
     half = 0 if kernel is None else (len(kernel) - 1) // 2
-    step = max(up, int(round(chunk_seconds * target_sampling_rate / up)) * up)
-    if n_out <= step + 2 * half + 1:
-        eeg, _ = preprocess_continuous(
-            read(0, n_times), sampling_rate, channel_names, units=units, l_freq=l_freq, h_freq=h_freq,
-            notch_freq=notch_freq, apply_filters=apply_filters, channels=channels,
-            target_sampling_rate=target_sampling_rate, min_channels=min_channels,
-        )  # fmt: skip
-        yield eeg
-        return
     if kernel is not None and len(kernel) % 2 == 0:
         raise ValueError("the band-pass kernel must have odd length (zero phase)")
+    if kernel is not None and len(kernel) > n_out:
+        warnings.warn(
+            f"The filter ({len(kernel) / target_sampling_rate:.1f} s, set by the {l_freq} Hz high-pass) is longer "
+            f"than the recording ({n_out / target_sampling_rate:.1f} s); its edges are likely distorted. Filter the "
+            "whole recording.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    step = max(up, int(round(chunk_seconds * target_sampling_rate / up)) * up)
     resample_poly = _import_resample_poly() if ratio != 1 else None
     # Input margin a resampled stretch reads on each side (a multiple of `down`, so the
     # stretch starts on the output grid).
@@ -526,30 +488,37 @@ def preprocess_continuous_chunks(
     while position < n_out:
         stop = min(n_out, position + step)
         need_start, need_stop = max(0, position - half), min(n_out, stop + half)
-        buffer = buffer[:, need_start - buffer_start :]
-        buffer_start = need_start
-        pieces = [buffer]
-        end = buffer_start + buffer.shape[1]
+        # The filter context this piece shares with the last one is kept, the rest resampled.
+        kept = buffer[:, need_start - buffer_start :]
+        buffer, buffer_start = np.empty((len(rows), need_stop - need_start)), need_start
+        buffer[:, : kept.shape[1]] = kept
+        end = need_start + kept.shape[1]
+        del kept
         while end < need_stop:
-            pieces.append(resampled(end, min(need_stop, end + read_step)))
-            end += pieces[-1].shape[1]
-        buffer = np.concatenate(pieces, axis=1) if len(pieces) > 1 else buffer
+            piece = resampled(end, min(need_stop, end + read_step))
+            buffer[:, end - need_start : end - need_start + piece.shape[1]] = piece
+            end += piece.shape[1]
+        eeg = np.empty((len(rows), stop - position), dtype=np.float32)
         if kernel is None:
-            eeg = buffer[:, position - need_start : stop - need_start].copy()
+            eeg[:] = buffer[:, position - need_start : stop - need_start]
         else:
-            from scipy.signal import fftconvolve
+            from scipy.signal import oaconvolve
 
             left, right = half - (position - need_start), stop + half - need_stop
-            eeg = np.empty((len(rows), stop - position))
-            for first in range(0, len(rows), 16):
-                segment = buffer[first : first + 16]
+            # MNE's padding at the recording's ends: odd reflection of at most the samples there are, zeros beyond.
+            reflected = min(left, n_out - 1), min(right, n_out - 1)
+            zeros = left - reflected[0], right - reflected[1]
+            # A few rows at a time bound the FFT buffers.
+            for first in range(0, len(rows), 8):
+                segment = buffer[first : first + 8]
                 if left or right:
-                    # Odd reflection at the recording's ends, as `_filter` pads.
-                    segment = np.pad(segment, [(0, 0), (left, right)], mode="reflect", reflect_type="odd")
-                eeg[first : first + 16] = fftconvolve(segment, kernel[None], mode="valid", axes=-1)
-        eeg -= eeg.mean(axis=0, keepdims=True)
+                    segment = np.pad(segment, [(0, 0), reflected], mode="reflect", reflect_type="odd")
+                if any(zeros):
+                    segment = np.pad(segment, [(0, 0), zeros])
+                eeg[first : first + 8] = oaconvolve(segment, kernel[None], mode="valid", axes=-1)
+        eeg -= eeg.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
         _check_amplitude(eeg, units)
-        yield eeg.astype(np.float32)
+        yield eeg
         position = stop
     _warn_flat(names, extremes[0] == extremes[1])
 

@@ -1,35 +1,34 @@
 """Time and peak memory of one stage-2 training step at Qwen3's vocabulary (151,936 words).
 
-    python benchmarks/train_step.py
-    python benchmarks/train_step.py --hidden-size 512 --layers 4 --batch 4 --steps 5
+    python benchmarks/train_step.py                     # Qwen3-4B's width (2560), 2 layers
+    python benchmarks/train_step.py --hidden-size 256 --intermediate-size 768 --heads 4 --kv-heads 1 --steps 5
 
-Five ways to get the language-model loss of the same batch, each measured in a fresh process
+Three ways to get the language-model loss of the same batch, each measured in a fresh process
 of this run (so one's freed memory cannot hide another's peak), in stage-2 conditions (only
 the projector trains):
 
-- `full`: the model's own loss, over logits for every position: (batch, sequence, vocab).
-- `union`: logits at the positions where any row's next token is an answer token
-  (`logits_to_keep` as an index tensor, the same positions in every row), cross-entropy there.
-- `rows`: logits at each row's own answer positions (`logits_to_keep` as a boolean mask),
-  cross-entropy there.
-- `answers`: what `train.stages.trainer.AnswerLossSFTTrainer` does: the same positions, and the labels
-  with them, so that the model takes the loss a block of positions at a time through the LM
-  head (`linear_cross_entropy`) without making the whole logits.
-- `trl-fused`: TRL's fused LM head (`SFTTrainer`'s default loss): chunked log-probabilities
-  without full logits; on CPU it scores every position.
+- `full`: the model's own loss over logits for every position, (batch, sequence, vocab), as
+  `Trainer` computes it for a plain causal LM.
+- `trl-fused`: TRL's `SFTTrainer` loss, its fused LM head (`add_fused_lm_head`): log-probabilities
+  in chunks without the whole logits; with Triton (CUDA, XPU) only the target positions, on other
+  devices every position. `train.stages.trainer.AnswerLossSFTTrainer` is this where Triton runs.
+- `answers`: what `AnswerLossSFTTrainer` does elsewhere: logits at each row's own answer
+  positions only (transformers' boolean `logits_to_keep`), the model's `loss_function` there.
 
 The batch has the layout of the multi-EEG tasks: a system prompt, three EEG windows (3 x 18
 tokens), a question, then a chain-of-thought answer that carries the loss. Answers run from
 `--shortest-answer` to `--answer-tokens` tokens across the rows, left-padded as the collator
-pads, as the demo's batches mix short IED answers with long EIM ones. Figures: median
-step time (forward + backward) and the peak memory a step adds over the memory held before it
-(CUDA: `max_memory_allocated`; CPU: resident set size sampled every millisecond), printed
-beside the ratio to `full`.
+pads. The Qwen3 body has Qwen3-4B's shape by default (hidden 2560, MLP 9728, 32 query and 8
+key-value heads of 128) with `--layers` layers. Figures: median step time (forward + backward)
+over the timed steps and the peak memory they add over the memory held before them (CUDA:
+`max_memory_allocated`; CPU: resident set size sampled every millisecond), printed beside the
+ratio to `full` as each path finishes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import statistics
@@ -77,17 +76,18 @@ def build(args):
     torch.manual_seed(0)
     text_config = tiny_qwen3_config(
         hidden_size=args.hidden_size,
-        intermediate_size=3 * args.hidden_size,
+        intermediate_size=args.intermediate_size,
         num_hidden_layers=args.layers,
-        num_attention_heads=max(1, args.hidden_size // 64),
-        num_key_value_heads=max(1, args.hidden_size // 256),
-        head_dim=64,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        head_dim=args.hidden_size // args.heads,
     )
+    dtype = getattr(torch, args.dtype)
     model = E2LLMForConditionalGeneration.from_parts(
         EEGPTModel(EEGPTConfig.from_preset("tiny")), Qwen3ForCausalLM(text_config)
-    ).to(args.device)
+    ).to(args.device, dtype)
     model.requires_grad_(False)
-    model.model.projector.requires_grad_(True)
+    model.model.projector.float().requires_grad_(True)  # as stage 2 keeps it
 
     windows = 3
     eeg = [EEG_START_TOKEN_ID] + [EEG_TOKEN_ID] * 16 + [EEG_END_TOKEN_ID]
@@ -112,29 +112,12 @@ def build(args):
 
 
 def loss_function(kind: str, model):
-    import torch.nn.functional as F
-
-    from train.stages.trainer import answer_mask, answer_targets, union_loss_sum
+    from train.stages.trainer import answer_inputs
 
     if kind == "full":
         return lambda inputs, labels: model(**inputs, labels=labels).loss
-    if kind == "union":
-
-        def union(inputs, labels):
-            loss_sum, _, _ = union_loss_sum(model, inputs, labels)
-            return loss_sum / answer_mask(labels).sum()
-
-        return union
-    if kind == "rows":
-
-        def rows(inputs, labels):
-            mask = answer_mask(labels)
-            logits = model(**inputs, logits_to_keep=mask).logits
-            return F.cross_entropy(logits.float(), answer_targets(labels, mask))
-
-        return rows
     if kind == "answers":
-        return lambda inputs, labels: model(**inputs, labels=labels, logits_to_keep=answer_mask(labels)).loss
+        return lambda inputs, labels: model(**answer_inputs(inputs, labels)[0]).loss
     from trl.trainer.utils import add_fused_lm_head
 
     add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
@@ -148,9 +131,11 @@ def measure(kind: str, args, results) -> None:
     model, inputs, labels = build(args)
     compute = loss_function(kind, model)
     cuda = args.device.startswith("cuda")
+    autocast = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
     def step():
-        loss = compute(inputs, labels)
+        with autocast:
+            loss = compute(inputs, labels)
         loss.backward()
         model.zero_grad(set_to_none=True)
         if cuda:
@@ -159,60 +144,60 @@ def measure(kind: str, args, results) -> None:
 
     loss = step()  # warm-up
     times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        step()
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        before = resident_bytes()
-        with PeakSampler() as sampler:
+    before = torch.cuda.memory_allocated() if cuda else resident_bytes()
+    with contextlib.nullcontext() if cuda else PeakSampler() as sampler:
+        for _ in range(args.steps):
+            start = time.perf_counter()
             step()
-        peak = sampler.peak - before
+            times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() if cuda else sampler.peak) - before
     results.put((kind, loss, statistics.median(times), peak))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--hidden-size", type=int, default=2560)
+    parser.add_argument("--intermediate-size", type=int, default=9728)
+    parser.add_argument("--heads", type=int, default=32, help="query heads (head width: hidden size / heads)")
+    parser.add_argument("--kv-heads", type=int, default=8)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--prompt-tokens", type=int, default=120, help="text tokens before the answer, besides EEG")
     parser.add_argument("--answer-tokens", type=int, default=160, help="the longest answer")
     parser.add_argument("--shortest-answer", type=int, default=60, help="the shortest answer (rows in between)")
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps after one to warm up; the peak is theirs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], help="frozen weights' dtype (default: bfloat16 on CUDA, else float32)"
+    )
     args = parser.parse_args()
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
 
+    sequence = args.prompt_tokens + 3 * 18 + args.answer_tokens
+    print(
+        f"stage-2 step, vocabulary 151,936, Qwen3 body hidden {args.hidden_size} x {args.layers} layers, "
+        f"batch {args.batch} x {sequence} tokens ({args.shortest_answer}-{args.answer_tokens} answer tokens a row), "
+        f"device {args.device}, {args.dtype}"
+    )
+    print(f"{'loss path':<12} {'loss':>8} {'step s':>8} {'x full':>7} {'peak MiB':>9} {'x full':>7}", flush=True)
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    figures = {}
-    for kind in ("full", "union", "rows", "answers", "trl-fused"):
+    base = None
+    for kind in ("full", "trl-fused", "answers"):
         process = context.Process(target=measure, args=(kind, args, results))
         process.start()
         process.join()
         if process.exitcode:
             raise SystemExit(f"{kind} failed with exit code {process.exitcode}")
         name, loss, seconds, peak = results.get()
-        figures[name] = (loss, seconds, peak)
-
-    sequence = args.prompt_tokens + 3 * 18 + args.answer_tokens
-    print(
-        f"stage-2 step, vocabulary 151,936, Qwen3 body hidden {args.hidden_size} x {args.layers} layers, "
-        f"batch {args.batch} x {sequence} tokens ({args.shortest_answer}-{args.answer_tokens} answer tokens a row), "
-        f"device {args.device}"
-    )
-    base_loss, base_time, base_peak = figures["full"]
-    print(f"{'loss path':<12} {'loss':>8} {'step s':>8} {'x full':>7} {'peak MiB':>9} {'x full':>7}")
-    for name, (loss, seconds, peak) in figures.items():
+        base = base or (seconds, peak)
         print(
-            f"{name:<12} {loss:8.4f} {seconds:8.3f} {seconds / base_time:7.2f} "
-            f"{peak / 2**20:9.1f} {peak / base_peak:7.2f}"
+            f"{name:<12} {loss:8.4f} {seconds:8.3f} {seconds / base[0]:7.2f} "
+            f"{peak / 2**20:9.1f} {peak / base[1]:7.2f}",
+            flush=True,
         )
 
 

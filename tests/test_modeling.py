@@ -107,9 +107,10 @@ def test_forward_gives_logits_and_the_shifted_loss(model):
 
 
 def test_a_boolean_logits_to_keep_scores_each_rows_own_positions(model):
-    """Two left-padded rows answering at different lengths: the mask keeps exactly their answer positions,
-    the logits are the full logits there (row-major); with labels, the blockwise loss is the full loss."""
-    from train.stages.trainer import answer_mask, answer_targets
+    """Two left-padded rows answering at different lengths: transformers' boolean `logits_to_keep` keeps
+    exactly their answer positions (row-major), and the model's loss over them, given the matching
+    `shift_labels`, is the full loss."""
+    from train.stages.trainer import answer_inputs
 
     short, long = prompt_ids(1), prompt_ids(2)
     input_ids = torch.tensor([[PAD] * (len(long) - len(short)) + short, long])
@@ -118,81 +119,30 @@ def test_a_boolean_logits_to_keep_scores_each_rows_own_positions(model):
     labels = torch.full_like(input_ids, -100)
     labels[0, -2:] = input_ids[0, -2:]  # row 0 answers with 2 tokens, row 1 with 5
     labels[1, -5:] = input_ids[1, -5:]
-    mask = answer_mask(labels)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, eeg_values=eeg_windows(3), eeg_channel_ids=CHANNELS)
+    answers, targets = answer_inputs(inputs, labels)
+    mask = answers["logits_to_keep"]
     assert mask.sum() == 7 and not mask[:, -1].any()
     assert mask[0].nonzero().flatten().tolist() == [len(long) - 3, len(long) - 2]
-    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, eeg_values=eeg_windows(3), eeg_channel_ids=CHANNELS)
+    assert targets.tolist() == labels[0, -2:].tolist() + labels[1, -5:].tolist()
     with torch.no_grad():
         full = model(**inputs, labels=labels)
-        kept = model(**inputs, logits_to_keep=mask)
-        scored = model(**inputs, labels=labels, logits_to_keep=mask)
-        summed = model(**inputs, labels=labels, logits_to_keep=mask, num_items_in_batch=2)
-    assert kept.logits.shape == (7, 151936)
-    torch.testing.assert_close(kept.logits, full.logits[mask])
-    assert scored.logits is None
+        scored = model(**answers)
+        summed = model(**answers, num_items_in_batch=2)
+    assert scored.logits.shape == (7, 151936)
+    torch.testing.assert_close(scored.logits, full.logits[mask])
     torch.testing.assert_close(scored.loss, full.loss)
     torch.testing.assert_close(summed.loss, full.loss * 7 / 2)
-    assert torch.equal(scored.token_predictions, full.logits[mask].argmax(-1))
-    assert answer_targets(labels, mask).tolist() == labels[0, -2:].tolist() + labels[1, -5:].tolist()
-    head = model.lm_head  # a head that is not a plain linear layer (an adapter on it) takes whole logits
-    model.lm_head = type("WrappedHead", (torch.nn.Linear,), {})(64, 151936, bias=False)
-    model.lm_head.weight = head.weight
-    try:
-        with torch.no_grad():
-            wrapped = model(**inputs, labels=labels, logits_to_keep=mask)
-    finally:
-        model.lm_head = head
-    torch.testing.assert_close(wrapped.loss, full.loss)
-    assert torch.equal(wrapped.token_predictions, scored.token_predictions)
-    with pytest.raises(ValueError, match=r"\(batch, sequence\) mask of shape \(2, 40\), got \(2, 39\)"):
-        model(**inputs, logits_to_keep=mask[:, :-1])
 
 
-@pytest.mark.parametrize(("block_rows", "block_columns"), [(1, 4096), (3, 64), (256, 97), (256, 4096)])
-@pytest.mark.parametrize("train_weight", [False, True])
-def test_linear_cross_entropy_matches_full_logits_in_value_and_gradients(block_rows, block_columns, train_weight):
-    from modeling_e2llm import linear_cross_entropy
+def test_the_remote_code_file_holds_no_training_speed_code():
+    import inspect
 
-    generator = torch.Generator().manual_seed(0)
-    hidden = torch.randn(10, 16, generator=generator, requires_grad=True)
-    weight = torch.randn(500, 16, generator=generator).requires_grad_(train_weight)
-    targets = torch.randint(0, 500, (10,), generator=generator)
-    targets[[2, 7]] = -100
-    loss, predictions = linear_cross_entropy(hidden, weight, targets, block_rows, block_columns)
-    (loss * 3).backward()
-    grads = hidden.grad.clone(), (weight.grad.clone() if train_weight else None)
-    hidden.grad = weight.grad = None
-    logits = hidden @ weight.T
-    expected = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
-    (expected * 3).backward()
-    torch.testing.assert_close(loss, expected)
-    assert torch.equal(predictions, logits.argmax(-1))
-    torch.testing.assert_close(grads[0], hidden.grad)
-    if train_weight:
-        torch.testing.assert_close(grads[1], weight.grad)
-    with torch.no_grad():  # no gradients asked for: none computed, same loss
-        loss_only = linear_cross_entropy(hidden, weight, targets, block_rows, block_columns)[0]
-        torch.testing.assert_close(loss_only, expected.detach())
+    import modeling_e2llm
 
-
-def test_linear_cross_entropy_in_bfloat16_follows_the_float32_loss():
-    from modeling_e2llm import linear_cross_entropy
-
-    generator = torch.Generator().manual_seed(1)
-    hidden = torch.randn(6, 16, generator=generator)
-    weight = torch.randn(300, 16, generator=generator)
-    targets = torch.randint(0, 300, (6,), generator=generator)
-    low = hidden.bfloat16().requires_grad_()
-    loss, _ = linear_cross_entropy(low, weight.bfloat16(), targets, block_rows=4, block_columns=128)
-    loss.backward()
-    assert low.grad.dtype == torch.bfloat16
-    full = hidden.requires_grad_()
-    expected = torch.nn.functional.cross_entropy(full @ weight.T, targets, reduction="sum")
-    expected.backward()
-    torch.testing.assert_close(loss, expected.detach(), rtol=0.02, atol=0.5)
-    torch.testing.assert_close(low.grad.float(), full.grad, rtol=0.05, atol=0.1)
-    with pytest.raises(ValueError, match="block_rows and block_columns must be positive, got 4 and 0"):
-        linear_cross_entropy(hidden, weight, targets, block_rows=4, block_columns=0)
+    source = inspect.getsource(modeling_e2llm)
+    assert "autograd.Function" not in source and "linear_cross_entropy" not in source
+    assert not hasattr(E2LLMForConditionalGeneration, "accepts_answer_mask")
 
 
 def test_different_eeg_gives_different_logits(model):
@@ -274,8 +224,8 @@ def test_greedy_generation_is_identical_with_and_without_cache(model):
 
 @pytest.mark.parametrize("name", ["cache", "past_key_values"])
 def test_the_kv_cache_is_taken_under_either_name(model, name):
-    """transformers 5.24 renamed `past_key_values` to `cache`: both reach the language model, and a
-    cached step scores the next token as the whole sequence does."""
+    """transformers 5.24 renamed `past_key_values` to `cache`: the old name is renamed by transformers'
+    `deprecate_kwarg`, and a cached step scores the next token as the whole sequence does."""
     from modeling_e2llm import CACHE_NAME
 
     ids = torch.tensor([prompt_ids(1)])
@@ -287,8 +237,10 @@ def test_the_kv_cache_is_taken_under_either_name(model, name):
         step = model(input_ids=ids[:, -1:], use_cache=True, **{name: cache})
         whole = model(input_ids=ids, eeg_values=eeg, eeg_channel_ids=CHANNELS)
     torch.testing.assert_close(step.logits[:, -1], whole.logits[:, -1], rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="Both `past_key_values` and `cache` are set"):
         model(input_ids=ids[:, -1:], cache=cache, past_key_values=cache)
+    with pytest.raises(ValueError, match="Both `past_key_values` and `cache` are set"):
+        model.model(input_ids=ids[:, -1:], cache=cache, past_key_values=cache)
 
 
 def test_cached_generation_encodes_the_eeg_once(model):

@@ -97,6 +97,19 @@ def test_preprocessing_in_pieces_equals_the_whole_recording_at_once(rate, sample
     )  # fmt: skip
     assert len(pieces) > 3
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole, rtol=0, atol=1e-6 * np.abs(whole).max())
+    # Both are the recording processed at once by scipy's resampler and MNE's band-pass and notch.
+    from scipy.signal import resample_poly
+
+    from processing_e2llm import _resample_ratio, select_channels
+
+    rows, _ = select_channels(SEED_VII_CHANNELS, EEGPT_58_CHANNELS, 1)
+    ratio = _resample_ratio(rate, 256)
+    reference = resample_poly(data[rows], ratio.numerator, ratio.denominator, axis=-1, padtype="line") * 1e-3
+    if apply_filters:
+        reference = mne.filter.filter_data(reference, 256, 0.1, 70.0, verbose="error")
+        reference = mne.filter.notch_filter(reference, 256, [50.0], verbose="error")
+    reference -= reference.mean(axis=0)
+    np.testing.assert_allclose(whole, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
 
 
 def test_clips_read_together_equal_clips_read_one_by_one():

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -41,8 +42,8 @@ def data(tmp_path_factory) -> Path:
 def stage1_args(data: Path, out: Path, *extra: str) -> list[str]:
     return [
         "--config", str(RECIPES / "demo" / "stage1.yaml"), "--data", str(data), "--output_dir", str(out),
-        "--num_train_epochs", "2", "--max_train_segments", "32", "--batch_size", "16",
-        "--eval_batch_size", "32", "--validation_fraction", "0.2", *extra,
+        "--num_train_epochs", "2", "--max_train_segments", "32", "--per_device_train_batch_size", "16",
+        "--per_device_eval_batch_size", "32", "--validation_fraction", "0.2", "--disable_tqdm", "true", *extra,
     ]  # fmt: skip
 
 
@@ -118,16 +119,74 @@ def log_losses(output_dir: Path) -> list[float]:
 # Stage 1
 
 
+def epoch_records(output_dir: Path) -> list[dict]:
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return [entry for entry in state["log_history"] if "eval_balanced_accuracy" in entry]
+
+
+def last_checkpoint_dir(output_dir: Path) -> Path:
+    return max(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+
+
 def test_stage1_saves_the_best_encoder_with_its_labels_and_history(stage1_dir):
     model = EEGPTForEmotionClassification.from_pretrained(stage1_dir)
     assert (stage1_dir / "model.safetensors").is_file()
     assert model.config.id2label[0] == "happy" and model.config.num_labels == 7
-    history = json.loads((stage1_dir / "history.json").read_text())
-    assert [record["epoch"] for record in history] == [1, 2]
-    best = json.loads((stage1_dir / "metrics.json").read_text())
-    scores = [record["validation_balanced_accuracy"] for record in history]
-    assert best["validation_balanced_accuracy"] == max(scores)
+    records = epoch_records(stage1_dir)
+    assert [record["epoch"] for record in records] == [1, 2]
+    scores = [record["eval_balanced_accuracy"] for record in records]
     assert all(0.0 <= score <= 1.0 for score in scores)
+    state = json.loads((stage1_dir / "trainer_state.json").read_text())
+    assert state["best_metric"] == max(scores)
+    # The saved encoder is the best epoch's: scored again, it gives the best epoch's figure.
+    assert json.loads((stage1_dir / "eval_results.json").read_text())["eval_balanced_accuracy"] == max(scores)
+
+
+def test_stage1_trains_with_adamw_and_a_full_one_cycle_schedule(data, tmp_path):
+    from train.stages import stage1
+
+    args, training_args = stage1.parse_arguments(stage1_args(data, tmp_path, "--num_train_epochs", "3"))
+    train_rows, _, _ = stage1.build_datasets(args, training_args.seed)
+    model = stage1.build_classifier(args)
+    optimizer, scheduler = stage1.build_optimizers(model, args, training_args, len(train_rows))
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["weight_decay"] == 0.01
+    # 32 training segments (besides the held-out fifth) in batches of 16: 2 steps an epoch.
+    assert len(train_rows) == 32 and scheduler.total_steps == 6
+    assert training_args.load_best_model_at_end and training_args.metric_for_best_model == "balanced_accuracy"
+    assert stage1.main(stage1_args(data, tmp_path, "--num_train_epochs", "3")) == 0
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    rates = [entry["learning_rate"] for entry in state["log_history"] if "learning_rate" in entry]
+    assert rates[-1] < 1e-3 * 2e-3  # annealed to the end of the cycle, not stopped half-way
+
+
+def test_stage1_stops_at_max_steps(data, tmp_path):
+    from train.stages import stage1
+
+    assert stage1.main(stage1_args(data, tmp_path, "--max_steps", "3")) == 0
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and (tmp_path / "model.safetensors").is_file()
+
+
+def test_stage1_eval_rows_take_the_centred_crop_and_training_rows_a_random_one(data):
+    from train.stages import stage1
+
+    args, training_args = stage1.parse_arguments(stage1_args(data, Path("unused")))
+    train_rows, validation_rows, store = stage1.build_datasets(args, training_args.seed)
+    collator = stage1.EmotionWindowCollator(store)
+    rows = [validation_rows[0], train_rows[0]]
+    segments = store.segments_of([row["id"] for row in rows])
+    torch.manual_seed(0)
+    first = collator(rows)
+    second = collator(rows)
+    middle = (segments.shape[-1] - 1024) // 2
+    assert first["eeg_values"].shape == (2, 58, 1024) and first["channel_ids"].shape == (2, 58)
+    assert first["labels"].tolist() == [rows[0]["label"], rows[1]["label"]]
+    assert np.array_equal(first["eeg_values"][0].numpy(), segments[0][:, middle : middle + 1024])
+    assert torch.equal(first["eeg_values"][0], second["eeg_values"][0])
+    assert not torch.equal(first["eeg_values"][1], second["eeg_values"][1])
+    torch.manual_seed(0)
+    assert torch.equal(collator(rows)["eeg_values"], first["eeg_values"])  # crops follow torch's generator
 
 
 def test_stage1_loads_an_official_eegpt_checkpoint(data, tmp_path):
@@ -145,32 +204,92 @@ def test_stage1_loads_an_official_eegpt_checkpoint(data, tmp_path):
     assert all(torch.equal(trained[key], value) for key, value in encoder.state_dict().items())
 
 
-def test_stage1_resumes_after_an_interruption_and_matches_an_uninterrupted_run(data, tmp_path, monkeypatch):
-    from train.stages import stage1
+def interrupt_at_second_evaluation(monkeypatch):
+    """Make `Trainer.evaluate` raise at its second call: the first epoch's checkpoint is written, the second's not."""
+    from transformers import Trainer
 
-    assert stage1.main(stage1_args(data, tmp_path / "straight", "--num_train_epochs", "3")) == 0
+    real_evaluate, calls = Trainer.evaluate, []
 
-    real_evaluate, calls = stage1.evaluate, []
-
-    def interrupted(*args, **kwargs):
+    def interrupted(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
+        return real_evaluate(self, *args, **kwargs)
 
-    monkeypatch.setattr(stage1, "evaluate", interrupted)
+    monkeypatch.setattr(Trainer, "evaluate", interrupted)
+    return lambda: monkeypatch.setattr(Trainer, "evaluate", real_evaluate)
+
+
+def test_stage1_resumes_after_an_interruption_and_matches_an_uninterrupted_run(data, tmp_path, monkeypatch):
+    from train.stages import stage1
+
+    def argv(out: str, *extra: str) -> list[str]:  # the last checkpoint is kept beside the best to compare it
+        return stage1_args(data, tmp_path / out, "--num_train_epochs", "3", "--save_total_limit", "2", *extra)
+
+    assert stage1.main(argv("straight")) == 0
+    restore = interrupt_at_second_evaluation(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        stage1.main(stage1_args(data, tmp_path / "resumed", "--num_train_epochs", "3"))
-    monkeypatch.setattr(stage1, "evaluate", real_evaluate)
-    state = json.loads((tmp_path / "resumed" / "checkpoint" / "training_state.json").read_text())
-    assert state["epoch"] == 0  # the first epoch was saved, the second interrupted
-    assert stage1.main(stage1_args(data, tmp_path / "resumed", "--num_train_epochs", "3", "--resume", "true")) == 0
+        stage1.main(argv("resumed"))
+    restore()
+    assert [path.name for path in (tmp_path / "resumed").glob("checkpoint-*")] == ["checkpoint-2"]
+    assert stage1.main(argv("resumed", "--resume", "true")) == 0
 
-    straight = weights(tmp_path / "straight" / "checkpoint")
-    resumed = weights(tmp_path / "resumed" / "checkpoint")
+    assert last_checkpoint_dir(tmp_path / "resumed").name == "checkpoint-6"
+    straight = weights(last_checkpoint_dir(tmp_path / "straight"))
+    resumed = weights(last_checkpoint_dir(tmp_path / "resumed"))
     assert straight.keys() == resumed.keys()
     assert all(torch.allclose(straight[key], resumed[key], atol=1e-6) for key in straight)
-    assert len(json.loads((tmp_path / "resumed" / "history.json").read_text())) == 3
+    losses = [[record["eval_loss"] for record in epoch_records(tmp_path / run)] for run in ("straight", "resumed")]
+    assert len(losses[1]) == 3
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+class _WritesMarker:
+    """Unpickled, creates the file at `path`: what a crafted checkpoint file would do."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_stage1_resume_never_unpickles_code_from_the_checkpoint(data, tmp_path, monkeypatch):
+    """Trainer's resume reads safetensors, JSON and `torch.load(weights_only=True)`: a crafted pickle in
+    any of the checkpoint's torch files is refused (or never read), and the code in it never runs."""
+    import pickle
+    import shutil
+
+    from train.stages import stage1
+
+    marker = tmp_path / "pwned"
+    torch.save(_WritesMarker(marker), tmp_path / "crafted.pt")
+    torch.load(tmp_path / "crafted.pt", weights_only=False)  # the crafted file does run code when unpickled
+    assert marker.exists()
+    marker.unlink()
+
+    out = tmp_path / "out"
+    restore = interrupt_at_second_evaluation(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        stage1.main(stage1_args(data, out, "--num_train_epochs", "2"))
+    restore()
+    checkpoint = last_checkpoint_dir(out)
+    genuine = tmp_path / "genuine"
+    shutil.copytree(checkpoint, genuine)
+    torch_files = ["optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin", "pytorch_model.bin"]
+    assert {"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin"} <= {p.name for p in checkpoint.iterdir()}
+    for name in torch_files:
+        shutil.copy(tmp_path / "crafted.pt", checkpoint / name)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        stage1.main(stage1_args(data, out, "--num_train_epochs", "2", "--resume", "true"))
+    assert not marker.exists()
+
+    # Restored, the files resume reads let it finish; the crafted ones it does not read stay unread.
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        shutil.copy(genuine / name, checkpoint / name)
+    assert stage1.main(stage1_args(data, out, "--num_train_epochs", "2", "--resume", "true")) == 0
+    assert not marker.exists()
+    assert len(epoch_records(out)) == 2
 
 
 def test_a_random_encoder_takes_the_initial_weight_spread_it_is_given():
@@ -504,7 +623,7 @@ def test_accelerate_launch_runs_stage1_of_the_demo_recipe_on_two_processes(data,
     result = accelerate_launch("train.stages.stage1", stage1_args(data, tmp_path, "--num_train_epochs", "1"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "model.safetensors").is_file()
-    assert len(json.loads((tmp_path / "history.json").read_text())) == 1
+    assert len(epoch_records(tmp_path)) == 1
 
 
 def test_accelerate_launch_runs_stage2_of_the_demo_recipe_on_two_processes(data, stage1_dir, llm_dir, tmp_path):
@@ -532,19 +651,20 @@ def test_paper_recipes_give_an_effective_batch_of_16_and_the_papers_optimiser(si
 
 
 def test_stage1_recipes_are_the_papers():
-    from trl import TrlParser
+    from train.stages.stage1 import parse_arguments
 
-    from train.stages.config import Stage1Arguments
-
+    processes = {"qwen3-4b": 1, "qwen3-8b": 2, "qwen3-14b": 2}
     for size in ("qwen3-4b", "qwen3-8b", "qwen3-14b"):
-        (args,) = TrlParser((Stage1Arguments,)).parse_args_and_config(["--config", str(RECIPES / size / "stage1.yaml")])
-        assert (args.learning_rate, args.weight_decay, args.batch_size, args.num_train_epochs) == (1e-4, 0.01, 64, 50)
+        _, args = parse_arguments(["--config", str(RECIPES / size / "stage1.yaml"), "--bf16", "false"])
+        batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * processes[size]
+        assert (args.learning_rate, args.weight_decay, batch, args.num_train_epochs) == (1e-4, 0.01, 64, 50)
 
 
 def test_every_recipe_parses_with_its_stage(tmp_path):
     from trl import SFTConfig, TrlParser
 
-    from train.stages.config import LMWarmupArguments, Stage1Arguments
+    from train.stages.config import LMWarmupArguments
+    from train.stages.stage1 import parse_arguments as parse_stage1_arguments
     from train.stages.stage2 import parse_arguments
 
     recipes = sorted(RECIPES.glob("*/**/*.yaml"))
@@ -553,7 +673,7 @@ def test_every_recipe_parses_with_its_stage(tmp_path):
             continue
         argv = ["--config", str(recipe), "--bf16", "false"]
         if recipe.name == "stage1.yaml":
-            TrlParser((Stage1Arguments,)).parse_args_and_config(argv[:2])
+            parse_stage1_arguments(argv)
         elif recipe.name == "lm_warmup.yaml":
             TrlParser((LMWarmupArguments, SFTConfig)).parse_args_and_config(argv)
         else:

@@ -4,7 +4,8 @@ Every stage parses its arguments with TRL's `TrlParser`, so `--config RECIPE.yam
 defaults and any `--name value` on the command line overrides them. Stages 2 and 3 combine
 `E2LLMScriptArguments` with TRL's `SFTConfig` (the trainer's settings: batch, optimiser,
 schedule, precision, checkpoints) and `ModelConfig` (dtype, attention, LoRA), as TRL's own
-scripts do; stage 1 and the demo's language-model warm-up have one dataclass each.
+scripts do; stage 1 combines `Stage1Arguments` with transformers' `TrainingArguments`, and the
+demo's language-model warm-up `LMWarmupArguments` with `SFTConfig`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from dataclasses import dataclass, field
 class Stage1Arguments:
     """Stage 1: the EEGPT encoder and a linear head learn the seven emotions from 4 s windows.
 
+    What to train on and from; the Trainer's settings (`output_dir`, epochs, batch, learning rate,
+    weight decay, `max_steps`, bf16, seed) are `transformers.TrainingArguments`, parsed beside it.
     The paper: AdamW (weight decay 0.01), lr 1e-4, batch 64, one-cycle schedule, 50 epochs.
     """
 
     data: str = field(metadata={"help": "Prepared data folder (the output of `e2llm prepare`), with `segments/`."})
-    output_dir: str = field(metadata={"help": "Where the best encoder, its metrics and the checkpoint go."})
     encoder: str | None = field(
         default=None,
         metadata={
@@ -46,18 +48,7 @@ class Stage1Arguments:
             "epoch with 0.1 (the demo)."
         },
     )
-    num_train_epochs: int = field(default=50, metadata={"help": "Epochs over the training segments."})
-    batch_size: int = field(
-        default=64, metadata={"help": "Global batch: split across processes when launched with accelerate."}
-    )
-    eval_batch_size: int = field(default=128, metadata={"help": "Global batch for validation."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the one-cycle schedule."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     pct_start: float = field(default=0.3, metadata={"help": "Fraction of the one-cycle schedule spent warming up."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping; 0 turns it off."})
-    mixed_precision: str = field(
-        default="no", metadata={"help": "no, fp16 or bf16 (accelerate's mixed precision).", "choices": ["no", "fp16", "bf16"]}
-    )
     validation_fraction: float = field(
         default=0.1,
         metadata={
@@ -68,13 +59,10 @@ class Stage1Arguments:
     max_train_segments: int | None = field(
         default=None, metadata={"help": "Use at most this many training segments (balanced subset); for quick runs."}
     )
-    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
-    seed: int = field(default=42, metadata={"help": "Seed of the split, the initialisation and the crops."})
     resume: bool = field(
         default=False,
-        metadata={"help": "Continue from `output_dir/checkpoint` when there is one (else start, and say so)."},
+        metadata={"help": "Continue from the last checkpoint in `output_dir` when there is one (else start, and say so)."},
     )
-    report_every: int = field(default=20, metadata={"help": "Log the training loss every this many steps."})
 
 
 @dataclass

@@ -1,53 +1,55 @@
 """Stage 1: the EEGPT encoder learns the seven emotions from 4 s EEG windows.
 
-    e2llm stage1 --config train/recipes/qwen3-8b/stage1.yaml \\
+    e2llm stage1 --config train/recipes/qwen3-4b/stage1.yaml \\
         --data prepared/ --encoder eegpt_mcae_58chs_4s_large4E.ckpt --output_dir runs/stage1
 
     accelerate launch --config_file train/recipes/accelerate/ddp-2gpu.yaml -m train.stages.stage1 \\
-        --config train/recipes/qwen3-8b/stage1.yaml --data prepared/ \\
-        --encoder eegpt_mcae_58chs_4s_large4E.ckpt --output_dir runs/stage1
+        --config train/recipes/qwen3-8b/stage1.yaml
 
-`EEGPTForEmotionClassification` (EEGPT + mean over its summary vectors + a linear head) is
-trained with cross-entropy on the 10 s segments of `DATA/segments/train`, each epoch on a fresh
-random 4 s crop of every segment. A stratified `validation_fraction` of the training segments
-is held out and read through its centred crop; the epoch with the best balanced accuracy there
-is saved to `output_dir` with `save_pretrained` (safetensors), which is what stage 2 reads
-(`--encoder runs/stage1`). The test split is never touched.
+`EEGPTForEmotionClassification` (EEGPT + mean over its summary vectors + a linear head, which
+returns its cross-entropy loss) is trained by `transformers.Trainer` on the 10 s segments of
+`DATA/segments/train`. `EmotionWindowCollator` cuts a fresh random 4 s crop of every segment each
+time it is read. A stratified `validation_fraction` of the training segments is held out and read
+through its centred crop; after every epoch the validation set is scored (balanced accuracy,
+accuracy, Cohen's kappa through the project's `e2llm_ied` metric) and a checkpoint written, and
+the epoch with the best balanced accuracy is loaded at the end (`load_best_model_at_end`) and saved
+to `output_dir` with `save_pretrained` (safetensors): what stage 2 reads (`--encoder runs/stage1`)
+and what `e2llm evaluate --model runs/stage1` scores. `trainer_state.json` there holds every epoch's
+figures and the best checkpoint, `eval_results.json` the best model's validation figures. The test
+split is never touched.
 
-The paper's recipe: AdamW (weight decay 0.01), lr 1e-4, global batch 64, one-cycle schedule,
-50 epochs. `accelerate` gives mixed precision (`--mixed_precision bf16`) and several processes;
-the batch is global and split across them, so the schedule is the same on any number of GPUs.
-
-After every epoch the full training state (model, optimiser, schedule, RNG, epoch, history) is
-written to `output_dir/checkpoint`, swapped in atomically; `--resume` continues from it and
-reaches the same weights as an uninterrupted run. Crops depend only on (seed, epoch, segment)
-and the shuffling only on (seed, epoch).
+The paper's recipe: AdamW (weight decay 0.01), lr 1e-4, batch 64, one-cycle schedule, 50 epochs,
+given to the Trainer as torch's `AdamW` and `OneCycleLR` (`optimizers=`). The batch is per process
+(`per_device_train_batch_size` x processes x `gradient_accumulation_steps` = 64 in the recipes).
+Arguments are TRL's parser's (`--config RECIPE.yaml`, any field overridable on the command line):
+`Stage1Arguments` and `transformers.TrainingArguments` (`--max_steps`, `--bf16`, ...).
+`--resume true` continues from the last checkpoint in `output_dir`; Trainer's resume reads
+safetensors, JSON and `torch.load(weights_only=True)` files only.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from train.stages.config import Stage1Arguments
 
-CHECKPOINT = "checkpoint"
-STATE_FILE = "training_state.json"
-
-
-def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
-    """Mean over the classes present in `labels` of the fraction of that class predicted right."""
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    recalls = [np.mean(predictions[labels == c] == c) for c in np.unique(labels)]
-    return float(np.mean(recalls))
+# The Trainer's choices that stage 1 depends on, whatever the recipe says: the best epoch is picked
+# on the validation set's balanced accuracy, so every epoch is evaluated and checkpointed.
+FIXED_TRAINING_ARGUMENTS = {
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "load_best_model_at_end": True,
+    "metric_for_best_model": "balanced_accuracy",
+    "greater_is_better": True,
+    "remove_unused_columns": False,  # the collator reads segments by their `id`
+    "label_names": ["labels"],
+}
 
 
 def split_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,35 +73,46 @@ def balanced_subset(indices: np.ndarray, labels: np.ndarray, size: int, seed: in
     return np.sort(rng.permutation(np.concatenate(chosen))[:size])
 
 
-class SegmentWindows(Dataset):
-    """4 s windows of prepared segments with their emotion labels.
+class EmotionWindowCollator:
+    """Rows of `DATA/segments` (`id`, `label`, optionally `eeg_crop`) -> a classifier batch.
 
-    Item i is (window (58, 1024) float32 in mV, label int). With crop "random" the window of
-    segment i in epoch e starts where the generator seeded (seed, e, i) puts it, so crops are
-    fresh every epoch yet reproducible; "center" always takes the middle 4 s.
+    Args:
+        segments: a `train.data.segments.SegmentStore` over the split the rows come from.
+        crop: "random" (training) or "center" (evaluation); a row's `eeg_crop` overrides it.
+
+    Returns (from `__call__(rows)`): `eeg_values` (B, 58, 1024) float32 in mV, `channel_ids`
+    (B, 58) and `labels` (B,). Random crops are drawn from torch's generator, which the Trainer
+    seeds, gives each DataLoader worker its own stream of, and saves in every checkpoint: a
+    resumed run crops as the uninterrupted run would.
     """
 
-    def __init__(self, store, ids: list[str], labels: np.ndarray, crop: str, seed: int):
-        self.store, self.ids, self.labels = store, ids, labels
-        self.crop, self.seed, self.epoch = crop, seed, 0
+    def __init__(self, segments, crop: str = "random"):
+        if crop not in ("random", "center"):
+            raise ValueError(f"crop must be 'random' or 'center', got {crop!r}")
+        self.segments, self.crop = segments, crop
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        from train.data.segments import SEGMENT_CHANNEL_IDS
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int):
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.crop == "random" else None
-        window = self.store.windows([self.ids[index]], crop=self.crop, rng=rng)[0]
-        return torch.from_numpy(window), int(self.labels[index])
+        crops = [row.get("eeg_crop") or self.crop for row in rows]
+        windows = [None] * len(rows)
+        for crop in set(crops):
+            chosen = [i for i, each in enumerate(crops) if each == crop]
+            rng = np.random.default_rng(int(torch.randint(2**62, ()))) if crop == "random" else None
+            for i, window in zip(chosen, self.segments.windows([rows[i]["id"] for i in chosen], crop=crop, rng=rng)):
+                windows[i] = window
+        return {
+            "eeg_values": torch.from_numpy(np.stack(windows)),
+            "channel_ids": torch.as_tensor(SEGMENT_CHANNEL_IDS).expand(len(rows), -1),
+            "labels": torch.tensor([int(row["label"]) for row in rows]),
+        }
 
 
 def build_classifier(args: Stage1Arguments):
     """`EEGPTForEmotionClassification` over the seven emotions, its encoder from `args.encoder`."""
-    from modeling_e2llm import EEGPTConfig, EEGPTForEmotionClassification
-    from train.stages.parts import load_eeg_encoder
+    from modeling_e2llm import EEGPTForEmotionClassification
     from train.data.qa import EMOTIONS
+    from train.stages.parts import load_eeg_encoder
 
     id2label = dict(enumerate(EMOTIONS))
     if args.encoder is not None and Path(args.encoder).is_dir():
@@ -119,182 +132,127 @@ def build_classifier(args: Stage1Arguments):
     return model
 
 
-def evaluate(model, loader, channel_ids, accelerator) -> tuple[float, float]:
-    """(mean cross-entropy, balanced accuracy) over `loader`, gathered from every process."""
-    model.eval()
-    losses, predictions, labels = [], [], []
-    with torch.no_grad():
-        for windows, targets in loader:
-            logits = model(eeg_values=windows, channel_ids=channel_ids).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
-            loss, predicted, targets = accelerator.gather_for_metrics((loss, logits.argmax(-1), targets))
-            losses.append(loss.cpu())
-            predictions.append(predicted.cpu())
-            labels.append(targets.cpu())
-    model.train()
-    return (
-        float(torch.cat(losses).mean()),
-        balanced_accuracy(torch.cat(labels).numpy(), torch.cat(predictions).numpy()),
-    )
-
-
-def _save_best(model, output_dir: Path, metrics: dict) -> None:
-    def write(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-
-    fresh = output_dir / ".best.tmp"
-    shutil.rmtree(fresh, ignore_errors=True)
-    write(fresh)
-    # Each file is replaced atomically; stage 2 reads the folder only after stage 1 ends.
-    for path in fresh.iterdir():
-        os.replace(path, output_dir / path.name)
-    fresh.rmdir()
-
-
-def main(argv: list[str] | None = None) -> int:
-    from accelerate import PartialState
-    from trl import TrlParser
-
-    from train.io import output_lock
-
-    (args,) = TrlParser((Stage1Arguments,)).parse_args_and_config(argv)
-    with output_lock(args.output_dir, "e2llm stage1", enabled=PartialState().is_main_process):
-        return run(args)
-
-
-def run(args: Stage1Arguments) -> int:
-    """Stage 1 with parsed arguments; the caller holds the output folder (`train.io.output_lock`)."""
-    from accelerate import Accelerator, DataLoaderConfiguration
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-
-    from train.data.segments import SEGMENT_CHANNEL_IDS, SegmentStore
-    from train.stages.parts import check_channels, load_segments
-
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True),
-    )
-    if args.batch_size % accelerator.num_processes or args.eval_batch_size % accelerator.num_processes:
-        raise ValueError(
-            f"batch_size {args.batch_size} and eval_batch_size {args.eval_batch_size} are global batches and must "
-            f"divide by the {accelerator.num_processes} processes"
-        )
-    set_seed(args.seed)
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+def build_datasets(args: Stage1Arguments, seed: int):
+    """(train rows, validation rows, segment store): `id` and `label` of the training segments, the
+    validation rows marked for the centred crop."""
+    from train.data.segments import SegmentStore
+    from train.stages.parts import load_segments
 
     segments = load_segments(args.data)["train"]
     labels = np.asarray(segments["label"])
-    ids = list(segments["id"])
-    train_index, validation_index = split_validation(labels, args.validation_fraction, args.seed)
+    train_index, validation_index = split_validation(labels, args.validation_fraction, seed)
     if args.max_train_segments is not None:
-        train_index = balanced_subset(train_index, labels, args.max_train_segments, args.seed)
+        train_index = balanced_subset(train_index, labels, args.max_train_segments, seed)
     if len(validation_index) == 0:
         raise ValueError("validation_fraction must be > 0: the best epoch is chosen on held-out segments")
-    store = SegmentStore(segments)
-    train_set = SegmentWindows(store, [ids[i] for i in train_index], labels[train_index], "random", args.seed)
-    validation_set = SegmentWindows(store, [ids[i] for i in validation_index], labels[validation_index], "center", args.seed)
+    rows = segments.select_columns(["id", "label"])
+    validation = rows.select(validation_index)
+    validation = validation.add_column("eeg_crop", ["center"] * len(validation))
+    return rows.select(train_index), validation, SegmentStore(segments)
 
-    model = build_classifier(args)
-    channel_ids = torch.as_tensor(SEGMENT_CHANNEL_IDS)
-    check_channels(model.config, channel_ids)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    train_loader = DataLoader(
-        train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.dataloader_num_workers
+
+def one_cycle_steps(training_args, train_rows: int) -> int:
+    """The optimiser steps the Trainer will take: `max_steps`, or the epochs' worth of update steps
+    (batches per process, as accelerate shards them, over gradient accumulation)."""
+    if training_args.max_steps > 0:
+        return training_args.max_steps
+    batches = train_rows // training_args.per_device_train_batch_size
+    if not training_args.dataloader_drop_last:
+        batches = math.ceil(train_rows / training_args.per_device_train_batch_size)
+    per_process = math.ceil(batches / training_args.world_size)
+    updates = max(math.ceil(per_process / training_args.gradient_accumulation_steps), 1)
+    return math.ceil(training_args.num_train_epochs * updates)
+
+
+def build_optimizers(model, args: Stage1Arguments, training_args, train_rows: int):
+    """AdamW and the one-cycle schedule over the whole run, as the paper trains stage 1."""
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=training_args.learning_rate, weight_decay=training_args.weight_decay
     )
-    validation_loader = DataLoader(validation_set, batch_size=args.eval_batch_size, num_workers=args.dataloader_num_workers)
-    model, optimizer, train_loader, validation_loader = accelerator.prepare(
-        model, optimizer, train_loader, validation_loader
-    )
-    steps_per_epoch = len(train_loader)
-    # OneCycleLR divides by the length of each phase: very short runs (a smoke test) get phases
-    # of at least two steps rather than a ZeroDivisionError.
-    total_steps = max(args.num_train_epochs * steps_per_epoch, 4)
+    total = one_cycle_steps(training_args, train_rows)
+    # OneCycleLR divides by the length of each phase: a run of a few steps (a smoke test) gets
+    # phases of at least one step rather than a ZeroDivisionError.
+    total = max(total, 4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
-        max_lr=args.learning_rate,
-        total_steps=total_steps,
-        pct_start=min(max(args.pct_start, 2 / total_steps), 0.5),
+        max_lr=training_args.learning_rate,
+        total_steps=total,
+        pct_start=min(max(args.pct_start, 2 / total), 0.5),
     )
-    accelerator.register_for_checkpointing(scheduler)
-    channel_ids = channel_ids.to(accelerator.device)
+    return optimizer, scheduler
 
-    checkpoint = output_dir / CHECKPOINT
-    state = {"epoch": -1, "best_balanced_accuracy": -1.0, "history": []}
-    if args.resume and (checkpoint / STATE_FILE).is_file():
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
-        accelerator.print(f"Resuming after epoch {state['epoch'] + 1} from {checkpoint}")
-    elif args.resume:
-        accelerator.print(f"No checkpoint in {checkpoint}: starting from the beginning")
 
-    model.train()
-    for epoch in range(state["epoch"] + 1, args.num_train_epochs):
-        train_set.set_epoch(epoch)
-        train_loader.set_epoch(epoch)
-        running, seen = 0.0, 0
-        progress = tqdm(
-            train_loader,
-            desc=f"stage 1 epoch {epoch + 1}/{args.num_train_epochs}",
-            disable=not accelerator.is_local_main_process,
+def metrics_function():
+    """`compute_metrics` for the Trainer: the `e2llm_ied` figures of the logits' argmax."""
+    from train.evaluation.metrics import load_metric
+
+    metric = load_metric("e2llm_ied")
+
+    def compute_metrics(prediction) -> dict[str, float]:
+        predicted = np.asarray(prediction.predictions).argmax(-1)
+        figures = metric.compute(predictions=predicted, references=np.asarray(prediction.label_ids))
+        return {key: figures[key] for key in ("balanced_accuracy", "accuracy", "cohen_kappa")}
+
+    return compute_metrics
+
+
+def parse_arguments(argv: list[str] | None):
+    """(Stage1Arguments, TrainingArguments) from `--config RECIPE.yaml` and the command line."""
+    from transformers import TrainingArguments
+    from trl import TrlParser
+
+    parser = TrlParser((Stage1Arguments, TrainingArguments))
+    parser.set_defaults(
+        num_train_epochs=50, per_device_train_batch_size=64, per_device_eval_batch_size=128,
+        learning_rate=1e-4, weight_decay=0.01, save_total_limit=2, logging_strategy="epoch", report_to="none",
+    )  # fmt: skip
+    args, training_args = parser.parse_args_and_config(argv)
+    for key, value in FIXED_TRAINING_ARGUMENTS.items():
+        setattr(training_args, key, value)
+    return args, training_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from train.io import output_lock
+
+    args, training_args = parse_arguments(argv)
+    with output_lock(training_args.output_dir, "e2llm stage1", enabled=training_args.process_index == 0):
+        return run(args, training_args)
+
+
+def run(args: Stage1Arguments, training_args) -> int:
+    """Stage 1 with parsed arguments; the caller holds the output folder (`train.io.output_lock`)."""
+    from transformers import Trainer, set_seed
+
+    from train.data.segments import SEGMENT_CHANNEL_IDS
+    from train.stages.parts import check_channels
+    from train.stages.stage2 import last_checkpoint
+
+    set_seed(training_args.seed)
+    train_rows, validation_rows, store = build_datasets(args, training_args.seed)
+    model = build_classifier(args)
+    check_channels(model.config, SEGMENT_CHANNEL_IDS)
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        data_collator=EmotionWindowCollator(store, crop="random"),
+        train_dataset=train_rows,
+        eval_dataset=validation_rows,
+        compute_metrics=metrics_function(),
+        optimizers=build_optimizers(model, args, training_args, len(train_rows)),
+    )
+    trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, args.resume))
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    metrics = trainer.evaluate()
+    trainer.save_metrics("eval", metrics)
+    if trainer.is_world_process_zero():
+        print(
+            f"Stage 1 done: validation balanced accuracy {metrics['eval_balanced_accuracy']:.4f} "
+            f"(best checkpoint {trainer.state.best_model_checkpoint}); encoder saved to {training_args.output_dir}"
         )
-        for step, (windows, targets) in enumerate(progress):
-            logits = model(eeg_values=windows, channel_ids=channel_ids).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets)
-            accelerator.backward(loss)
-            if args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            running, seen = running + loss.item(), seen + 1
-            if (step + 1) % args.report_every == 0:
-                progress.set_postfix(loss=f"{running / seen:.4f}")
-        validation_loss, score = evaluate(model, validation_loader, channel_ids, accelerator)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": running / max(seen, 1),
-            "validation_loss": validation_loss,
-            "validation_balanced_accuracy": score,
-            "learning_rate": scheduler.get_last_lr()[0],
-        }
-        state["history"].append(record)
-        accelerator.print(json.dumps(record))
-        if score > state["best_balanced_accuracy"]:
-            state["best_balanced_accuracy"] = score
-            if accelerator.is_main_process:
-                _save_best(accelerator.unwrap_model(model), output_dir, {**record, "best_epoch": epoch + 1})
-        state["epoch"] = epoch
-        accelerator.wait_for_everyone()
-        _checkpoint(accelerator, checkpoint, state)
-
-    if accelerator.is_main_process:
-        (output_dir / "history.json").write_text(json.dumps(state["history"], indent=2))
-        accelerator.print(
-            f"Best validation balanced accuracy {state['best_balanced_accuracy']:.4f}; encoder saved to {output_dir}"
-        )
-    accelerator.end_training()
     return 0
-
-
-def _checkpoint(accelerator, checkpoint: Path, state: dict) -> None:
-    """Write the training state to a fresh folder on every process, then swap it in on the main one."""
-    fresh = checkpoint.with_name(checkpoint.name + ".tmp")
-    if accelerator.is_main_process:
-        shutil.rmtree(fresh, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(fresh))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (fresh / STATE_FILE).write_text(json.dumps(state, indent=2))
-        old = checkpoint.with_name(checkpoint.name + ".old")
-        if checkpoint.exists():
-            checkpoint.rename(old)
-        fresh.rename(checkpoint)
-        shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
 
 
 if __name__ == "__main__":
