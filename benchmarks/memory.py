@@ -14,7 +14,7 @@ millisecond; CUDA: `max_memory_allocated`):
 - stage 2: the projector trains (Adam, float32), the rest is frozen;
 - stage 3: LoRA r 128 on q_proj and k_proj and the projector train (PEFT, as the recipes).
 
-Both with activation checkpointing, as the recipes, on one row of `--tokens` tokens (three EEG
+Each stage in a process of its own, with activation checkpointing, as the recipes, on one row of `--tokens` tokens (three EEG
 windows, the answer the last `--answer-tokens`), taking the trainer's loss (each row's answer
 positions through the LM head in blocks). The step's first call is measured: it allocates the
 optimizer state. Extrapolated to the full depth (36, 36, 40 layers): parameters and weights from
@@ -119,7 +119,7 @@ def step_peak(model, inputs, labels) -> int:
     return sampler.peak - before
 
 
-def measure(size: str, layers: int, args, results) -> None:
+def measure(size: str, layers: int, stage: int, args, results) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -129,22 +129,18 @@ def measure(size: str, layers: int, args, results) -> None:
     model = build(size, layers)
     figures = {"parts": parts(model)}
     model.activation_checkpointing_enable()
+    model.requires_grad_(False)
     inputs, labels = batch(args.tokens, args.answer_tokens)
-
-    model.requires_grad_(False)
-    model.model.projector.requires_grad_(True)
-    figures["stage 2 step"] = step_peak(model, inputs, labels)
-    figures["stage 2 trainable"] = _count(p for p in model.parameters() if p.requires_grad)[0]
-
-    model.requires_grad_(False)
-    model.enable_input_require_grads()
-    lora = LoraConfig(r=128, lora_alpha=256, lora_dropout=0.05, target_modules=LORA_Q_K, modules_to_save=["projector"])
-    with peft_wrapping():
-        adapted = get_peft_model(model, lora)
-    figures["stage 3 step"] = step_peak(adapted, inputs, labels)
-    figures["stage 3 trainable"] = _count(p for p in adapted.parameters() if p.requires_grad)[0]
-    figures["resident"] = resident_bytes()
-    results.put((size, layers, figures))
+    if stage == 2:
+        model.model.projector.requires_grad_(True)
+    else:
+        model.enable_input_require_grads()
+        lora = LoraConfig(r=128, lora_alpha=256, lora_dropout=0.05, target_modules=LORA_Q_K, modules_to_save=["projector"])
+        with peft_wrapping():
+            model = get_peft_model(model, lora)
+    figures["step"] = step_peak(model, inputs, labels)
+    figures["trainable"] = _count(p for p in model.parameters() if p.requires_grad)[0]
+    results.put((size, layers, stage, figures))
 
 
 def main() -> None:
@@ -160,37 +156,35 @@ def main() -> None:
     measured = {}
     for size in args.sizes:
         for layers in (1, 2):
-            process = context.Process(target=measure, args=(size, layers, args, results))
-            process.start()
-            process.join()
-            if process.exitcode:
-                raise SystemExit(f"{size} with {layers} layers failed with exit code {process.exitcode}")
-            name, depth, figures = results.get()
-            measured[name, depth] = figures
+            for stage in (2, 3):
+                process = context.Process(target=measure, args=(size, layers, stage, args, results))
+                process.start()
+                process.join()
+                if process.exitcode:
+                    raise SystemExit(f"{size}, {layers} layers, stage {stage} failed with exit code {process.exitcode}")
+                name, depth, number, figures = results.get()
+                measured[name, depth, number] = figures
 
     print(f"One row of {args.tokens} tokens ({args.answer_tokens} answer tokens), activation checkpointing, CPU, "
           f"{args.threads} threads. Measured at 2 layers; 'full' extrapolated per layer.")  # fmt: skip
     for size in args.sizes:
-        one, two = measured[size, 1], measured[size, 2]
         full = SIZES[size]["layers"]
         print(f"\nQwen3-{size.upper()} widths + EEGPT large")
         print(f"{'part':<16} {'parameters':>15} {'MiB':>10}")
-        for part, (count, size_bytes) in two["parts"].items():
+        for part, (count, size_bytes) in measured[size, 2, 2]["parts"].items():
             print(f"{part:<16} {count:>15,} {size_bytes / 2**20:>10.1f}")
-        layer_count, layer_bytes = two["parts"]["decoder layer"]
-        all_count, all_bytes = two["parts"]["all"]
+        layer_count, layer_bytes = measured[size, 2, 2]["parts"]["decoder layer"]
+        all_count, all_bytes = measured[size, 2, 2]["parts"]["all"]
         print(f"{'all, ' + str(full) + ' layers':<16} {all_count + (full - 2) * layer_count:>15,} "
               f"{(all_bytes + (full - 2) * layer_bytes) / 2**20:>10.1f}   (extrapolated: counted per layer)")  # fmt: skip
-        for stage in ("stage 2", "stage 3"):
-            per_layer = two[f"{stage} step"] - one[f"{stage} step"]
-            trainable_full = two[f"{stage} trainable"]
-            if stage == "stage 3":
-                lora_per_layer = two[f"{stage} trainable"] - one[f"{stage} trainable"]
-                trainable_full += (full - 2) * lora_per_layer
-            print(f"{stage} step peak over the weights: 1 layer {one[f'{stage} step'] / GiB:.2f} GiB, 2 layers "
-                  f"{two[f'{stage} step'] / GiB:.2f} GiB, per layer {per_layer / GiB:+.3f} GiB; {full} layers "
-                  f"{(two[f'{stage} step'] + (full - 2) * per_layer) / GiB:.2f} GiB (extrapolated); trainable "
-                  f"{trainable_full:,} at {full} layers")  # fmt: skip
+        for stage in (2, 3):
+            one, two = measured[size, 1, stage], measured[size, 2, stage]
+            per_layer = two["step"] - one["step"]
+            trainable = two["trainable"] + (full - 2) * (two["trainable"] - one["trainable"])
+            print(f"stage {stage} step peak over the weights: 1 layer {one['step'] / GiB:.2f} GiB, 2 layers "
+                  f"{two['step'] / GiB:.2f} GiB, per layer {per_layer / GiB:+.3f} GiB; {full} layers "
+                  f"{(two['step'] + (full - 2) * per_layer) / GiB:.2f} GiB (extrapolated); {trainable:,} trainable "
+                  f"parameters at {full} layers")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ processor = AutoProcessor.from_pretrained("{folder}", trust_remote_code=True)
 ```
 then prompt it with EEG as the full model is (README, "Use it in a notebook")."""
 
+NEXT = """
+
+`e2llm evaluate --model {folder}` scores it; `e2llm publish --model {folder}` writes the Hub folder
+with its full card."""
+
 
 def _hub_id(name: str | None) -> str | None:
     if name and name.count("/") == 1 and not Path(name).exists() and not name.startswith((".", "/", "~")):
@@ -58,6 +63,7 @@ def stage_card(model, output_dir: str, tags: list[str] = ()) -> ModelCard:
             "chain-of-thought answers, over the stage-2 model it was trained from. With `merge` on, "
             "`merged/` holds the full model and `merge_check.json` how closely it answers as this adapter does.\n\n"
             + ADAPTER_USE.format(base=base_dir, folder=folder)
+            + NEXT.format(folder=folder)
         )
     elif hasattr(model, "get_eeg_features"):
         config = model.config
@@ -67,6 +73,7 @@ def stage_card(model, output_dir: str, tags: list[str] = ()) -> ModelCard:
             "the language model's input. The folder holds the full model and its processor once training "
             "ends; each `checkpoint-*` holds the projector and the optimizer state only.\n\n"
             + E2LLM_USE.format(folder=folder)
+            + NEXT.format(folder=folder)
         )
     else:
         config = model.config
@@ -75,7 +82,4 @@ def stage_card(model, output_dir: str, tags: list[str] = ()) -> ModelCard:
     text_config = getattr(config, "text_config", config)
     base_model = _hub_id(getattr(text_config, "_name_or_path", None))
     data = ModelCardData(library_name=library, base_model=base_model, tags=tags, pipeline_tag="text-generation")
-    return ModelCard(
-        f"---\n{data.to_yaml()}\n---\n\n# {title}\n\n{body}\n\n"
-        f"`e2llm evaluate --model {folder}` scores it; `e2llm publish` writes the Hub folder with its full card.\n"
-    )
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {title}\n\n{body}\n")

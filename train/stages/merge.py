@@ -41,18 +41,27 @@ def peft_wrapping():
         yield
 
 
-def merge_in_float32(peft_model):
-    """The base model with the adapter folded in: each adapted layer's weight and update summed in
-    float32, then the whole model in its storage dtype (the adapted projector included)."""
+def merge_in_float32(peft_model) -> tuple:
+    """(the base model with the adapter folded in, the weight error): each adapted layer's weight and
+    update summed in float32, then the whole model in its storage dtype (the adapted projector
+    included). The weight error is the norm of what rounding the sums changed against the norm of
+    the updates, over all adapted weights."""
     from peft.tuners.lora import LoraLayer
 
     from train.stages.parts import storage_dtype
 
     dtype = storage_dtype(peft_model)
+    rounding = update = 0.0
     for module in peft_model.modules():
         if isinstance(module, LoraLayer):
-            module.get_base_layer().float()
-    return peft_model.merge_and_unload().to(dtype)
+            base = module.get_base_layer().float()
+            with torch.no_grad():
+                delta = sum(module.get_delta_weight(name) for name in module.active_adapters)
+                exact = base.weight + delta
+                rounding += float((exact.to(dtype).float() - exact).pow(2).sum())
+                update += float(delta.float().pow(2).sum())
+    merged = peft_model.merge_and_unload().to(dtype)
+    return merged, (rounding / update) ** 0.5 if update > 0 else 0.0
 
 
 def _answer_logits(model, batch: dict) -> torch.Tensor:
@@ -78,6 +87,8 @@ def check_merge(peft_model, processor, collator, samples: list[dict], max_new_to
     rows; `collator` builds their teacher-forced batches, one sample each, EEG centred).
 
     Returns (merged model, report): the report holds `logit_error`, `max_error`, `passed`,
+    `weight_update_error` (how much of the q/k updates' norm the rounding of the merged weights
+    changed: recorded, not a criterion, since what the model answers is what counts),
     `max_abs_logit_difference`, `stage3_max_abs_logit_change`, `argmax_agreement` over
     `answer_positions`, `identical_greedy_answers` of `samples`, and both models' greedy answers.
     """
@@ -95,7 +106,8 @@ def check_merge(peft_model, processor, collator, samples: list[dict], max_new_to
         del base
     adapter_answers = _generated_answers(peft_model, processor, collator.segments, samples, max_new_tokens)
 
-    merged = merge_in_float32(peft_model).eval()
+    merged, weight_error = merge_in_float32(peft_model)
+    merged.eval()
     difference = stage3 = largest = 0.0
     agree = positions = 0
     for batch, (logits, change_squared) in zip(batches, reference):
@@ -112,6 +124,7 @@ def check_merge(peft_model, processor, collator, samples: list[dict], max_new_to
         "logit_error": logit_error,
         "max_error": max_error,
         "passed": logit_error <= max_error,
+        "weight_update_error": weight_error,
         "max_abs_logit_difference": largest,
         "stage3_max_abs_logit_change": change,
         "argmax_agreement": agree / positions,
@@ -138,9 +151,10 @@ def describe_merge_check(report: dict) -> str:
     """One sentence for logs and model cards."""
     verdict = "within" if report["passed"] else "above"
     return (
-        f"merged against base + adapter on {report['samples']} samples: logits at the {report['answer_positions']} "
+        f"compared with base + adapter on {report['samples']} samples: logits at the {report['answer_positions']} "
         f"answer positions differ by {report['logit_error']:.3f} of what stage 3 changed in them ({verdict} the "
         f"threshold {report['max_error']}; largest difference {report['max_abs_logit_difference']:.3g}), the argmax "
         f"agrees at {100 * report['argmax_agreement']:.1f} % of them, and {report['identical_greedy_answers']} of "
-        f"{report['samples']} greedy answers ({report['greedy_new_tokens']} tokens) are identical"
+        f"{report['samples']} greedy answers ({report['greedy_new_tokens']} tokens) are identical; rounding the "
+        f"merged weights changed them by {report['weight_update_error']:.2f} of the LoRA update's norm"
     )
