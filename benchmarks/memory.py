@@ -8,8 +8,8 @@ layers, the language model and the frozen encoder in bfloat16 and the projector 
 dtype policy of stages 2 and 3), beside EEGPT large; each build runs in a fresh process, so that
 one's freed memory cannot hide another's peak. Measured in each: the parameters and bytes of
 every part (encoder, projector, embeddings, LM head, one decoder layer), and the peak resident
-memory that one training step adds over the loaded model (CPU: resident set size sampled every
-millisecond; CUDA: `max_memory_allocated`):
+memory that one training step adds over the loaded model (the CPU's resident set size, sampled
+every millisecond):
 
 - stage 2: the projector trains (Adam, float32), the rest is frozen;
 - stage 3: LoRA r 128 on q_proj and k_proj and the projector train (PEFT, as the recipes).
