@@ -23,7 +23,7 @@ from modeling_e2llm import E2LLMForConditionalGeneration, EEGPTConfig, EEGPTForE
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "train" / "recipes"
-QUIET = ["--report_to", "none", "--gradient_checkpointing", "false", "--disable_tqdm", "true"]
+QUIET = ["--report_to", "none", "--activation_checkpointing", "false", "--disable_tqdm", "true"]
 
 
 @pytest.fixture(scope="module")

@@ -410,23 +410,32 @@ def load_processor(path: str | os.PathLike):
 
 
 def load_for_evaluation(path: str | os.PathLike, device: str, dtype: str):
-    """(model, processor or None) from a model folder.
+    """(model, processor or None) from a model folder, in the dtype it was saved in (`dtype="auto"`).
 
     An E2LLM folder (stage 2, stage 3's `merged/`, or a published folder) gives the model and
-    its processor; a stage-3 adapter folder (`adapter_config.json`) is loaded on top of its base
-    model with PEFT; a stage-1 folder gives the `EEGPTForEmotionClassification` and no processor.
+    its processor. A stage-3 folder gives its `merged/`, the model `e2llm publish` publishes, when
+    the merge passed its check (`merge_check.json`); otherwise its adapter applied with PEFT onto
+    its base model, unmerged, as it trained. A stage-1 folder gives the
+    `EEGPTForEmotionClassification` and no processor.
     """
     import torch
 
     from modeling_e2llm import E2LLMConfig, E2LLMForConditionalGeneration, EEGPTForEmotionClassification
+    from train.stages.merge import describe_merge_check, peft_wrapping, read_merge_check
+
     path = Path(path)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     if (path / "adapter_config.json").exists():
         from peft import PeftModel
 
+        check = read_merge_check(path / "merged")
+        if check is not None and check["passed"]:
+            print(f"Evaluating {path / 'merged'}: {describe_merge_check(check)}", file=sys.stderr)
+            return load_for_evaluation(path / "merged", device, dtype)
         base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
         model = E2LLMForConditionalGeneration.from_pretrained(base, dtype=torch_dtype)
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(model, path)
         processor = load_processor(path if (path / "processor_config.json").exists() else base)
     elif not (path / "config.json").exists():
         raise ValueError(f"{path} holds no config.json; expected a model folder saved by stage 1, 2 or 3")

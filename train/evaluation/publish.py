@@ -5,15 +5,19 @@
     e2llm publish --model runs/stage3 --adapter-only --adapter-base my-org/e2llm-qwen3-8b-stage2 --out hub/adapter
 
 The folder holds what `AutoModel.from_pretrained(repo, trust_remote_code=True)` and
-`AutoProcessor.from_pretrained(repo, trust_remote_code=True)` need: the merged weights
-(`model.safetensors`), `config.json` with its `auto_map`, `generation_config.json`,
-`modeling_e2llm.py`, `processing_e2llm.py`, the processor, tokenizer and chat template
-files, and `README.md`, the model card rendered from `model_cards/e2llm.md` with the
-evaluation results of `--results` as `model-index` metadata and as tables.
+`AutoProcessor.from_pretrained(repo, trust_remote_code=True)` need: the merged weights in the
+dtype they were saved in (bfloat16 for the Qwen3 recipes; config.json's `dtype` says it), as
+safetensors files of at most `--max-shard-size` (5 GB; `model.safetensors.index.json` lists
+them), `config.json` with its `auto_map`, `generation_config.json`, `modeling_e2llm.py`,
+`processing_e2llm.py`, the processor, tokenizer and chat template files, and `README.md`, the
+model card rendered from `model_cards/e2llm.md` with the evaluation results of `--results` as
+`model-index` metadata and as tables, and the dtype, the shards and the merge check.
 
-`--model` is a stage-3 output folder (its `merged/` is used, or the adapter is merged onto
-its base), a merged folder, or a stage-2 folder. `--adapter-only` publishes the stage-3
-LoRA adapter (with the projector it trains), the processor and the card instead.
+`--model` is a stage-3 output folder, a merged folder, or a stage-2 folder. Of a stage-3
+folder, its `merged/` is published when the merge passed its check (`merge_check.json`,
+written by stage 3); when it did not, the adapter is published instead, and the command says
+why. `--adapter-only` publishes the stage-3 LoRA adapter (with the projector it trains), the
+processor and the card.
 
 Before anything is uploaded the folder is loaded in a fresh Python process with
 `HF_HUB_OFFLINE=1`, exactly as a user would load it, and generates a few tokens from random
@@ -37,6 +41,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from train.evaluation.evaluate import CHOICE_TASKS, PAPER_BEST, format_tables
+from train.stages.parts import DEFAULT_MAX_SHARD_SIZE
 
 CARD_TEMPLATE = "e2llm.md"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -110,9 +115,12 @@ def eval_results(results: dict, dataset_name: str) -> list[EvalResult]:
 
 def render_card(config, *, model_name: str, repo_id: str, base_model: str | None, results: dict | None,
                 dataset_name: str, num_parameters: int | None = None, adapter_only: bool = False,
-                adapter_base: str | None = None) -> ModelCard:  # fmt: skip
-    """The model card: `E2LLMConfig` `config`, optional evaluation `results` (results.json of `e2llm evaluate`)."""
+                adapter_base: str | None = None, dtype: str = "float32", shards: int = 1,
+                merge_check: dict | None = None) -> ModelCard:  # fmt: skip
+    """The model card: `E2LLMConfig` `config`, optional evaluation `results` (results.json of `e2llm evaluate`),
+    the weights' `dtype` and number of `shards`, and the `merge_check` of a stage-3 merge."""
     from train.data.qa import EMOTIONS
+    from train.stages.merge import describe_merge_check
 
     data = ModelCardData(
         model_name=model_name,
@@ -139,6 +147,9 @@ def render_card(config, *, model_name: str, repo_id: str, base_model: str | None
         paper_best=PAPER_BEST,
         adapter_only=adapter_only,
         adapter_base=adapter_base,
+        dtype=dtype,
+        shards=shards,
+        merge_check=describe_merge_check(merge_check) if merge_check else None,
     )
 
 
@@ -161,18 +172,46 @@ def _check_auto_maps(folder: Path) -> None:
         )
 
 
-def export_merged(model_dir: Path, folder: Path) -> tuple:
-    """Save the merged model and its processor into `folder`; returns (config, number of parameters)."""
+def choose_source(model_dir: Path, adapter_only: bool) -> tuple[Path, bool, dict | None]:
+    """(folder to publish, whether as an adapter, its merge check): a stage-3 folder gives its `merged/`
+    when the merge passed its check, else its adapter; any other folder is published as given."""
+    from train.stages.merge import describe_merge_check, read_merge_check
+
+    is_stage3 = all((model_dir / name).exists() for name in ADAPTER_FILES)
+    if adapter_only or not is_stage3:
+        return model_dir, adapter_only, read_merge_check(model_dir)
+    check = read_merge_check(model_dir / "merged")
+    if check is None:
+        raise ValueError(
+            f"{model_dir} holds a stage-3 adapter but no checked merge ({model_dir}/merged/merge_check.json): stage 3 "
+            "ran with `merge: false`. Run it with `--merge true`, or publish the adapter with --adapter-only"
+        )
+    if not check["passed"]:
+        print(f"e2llm publish: the merge in {model_dir}/merged did not pass ({describe_merge_check(check)}); "
+              "publishing the adapter instead", file=sys.stderr)  # fmt: skip
+        return model_dir, True, check
+    return model_dir / "merged", False, check
+
+
+def export_merged(model_dir: Path, folder: Path, max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE) -> tuple:
+    """Save the model as stored and its processor into `folder` in shards of at most `max_shard_size`;
+    returns (config, number of parameters)."""
     from train.evaluation.evaluate import load_for_evaluation
+    from train.stages.parts import save_e2llm
 
     model, processor = load_for_evaluation(model_dir, "cpu", "auto")
     if processor is None:
         raise ValueError(f"{model_dir} holds a stage-1 classifier; publish an E2LLM model (stage 2 or 3)")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    save_e2llm(model, folder, processor, max_shard_size)
     _copy_remote_code(folder, modeling=True)
     _check_auto_maps(folder)
     return model.config, model.num_parameters()
+
+
+def weights_summary(folder: Path) -> tuple[str, int]:
+    """(the dtype config.json names, the number of safetensors files) of a saved model folder."""
+    config = json.loads((folder / "config.json").read_text())
+    return config.get("dtype", "float32"), len(list(folder.glob("*.safetensors")))
 
 
 def export_adapter(model_dir: Path, folder: Path, adapter_base: str | None) -> tuple:
@@ -228,6 +267,7 @@ print(json.dumps({
     "processor_class": type(processor).__module__ + "." + type(processor).__name__,
     "eeg_windows": int(inputs["eeg_values"].shape[0]),
     "new_tokens": int(output.shape[1] - inputs["input_ids"].shape[1]),
+    "dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in loaded.parameters()}),
 }))
 """
 
@@ -236,7 +276,8 @@ def verify_folder(folder: str | os.PathLike, base: str | None = None, timeout: f
     """Load `folder` in a fresh offline process with remote code (onto `base` for an adapter) and generate.
 
     Returns what the process reports: `model_class`, `processor_class` (both from the folder's
-    own code, under `transformers_modules`), `eeg_windows` and `new_tokens` (4). Raises
+    own code, under `transformers_modules`), `eeg_windows`, `new_tokens` (4) and the `dtypes` of
+    the loaded parameters. Raises
     RuntimeError with the process's error output when loading or generating fails.
     """
     with tempfile.TemporaryDirectory(prefix="e2llm-verify-") as scratch:
@@ -284,7 +325,8 @@ def upload(folder: str | os.PathLike, repo_id: str, *, private: bool = False, ap
 def publish(model: str | os.PathLike, out: str | os.PathLike, *, results: str | os.PathLike | None = None,
             base_model: str | None = None, model_name: str | None = None, repo_id: str | None = None,
             dataset_name: str | None = None, adapter_only: bool = False, adapter_base: str | None = None,
-            overwrite: bool = False, verify: bool = True) -> Path:  # fmt: skip
+            overwrite: bool = False, verify: bool = True,
+            max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE) -> Path:  # fmt: skip
     """Write the complete Hub folder `out` (see the module docstring); returns its path."""
     model_dir = Path(model)
     out = Path(out)
@@ -298,18 +340,21 @@ def publish(model: str | os.PathLike, out: str | os.PathLike, *, results: str | 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
+        source, adapter_only, merge_check = choose_source(model_dir, adapter_only)
         if adapter_only:
-            config, local_base = export_adapter(model_dir, staging, adapter_base)
-            num_parameters = None
+            config, local_base = export_adapter(source, staging, adapter_base)
+            num_parameters, dtype, shards = None, "float32", 1
         else:
-            config, num_parameters = export_merged(model_dir, staging)
+            config, num_parameters = export_merged(source, staging, max_shard_size)
             local_base = None
+            dtype, shards = weights_summary(staging)
         name = model_name or (repo_id.split("/")[-1] if repo_id else out.name)
         base = base_model or _hub_id(getattr(config.text_config, "_name_or_path", None))
         card = render_card(
             config, model_name=name, repo_id=repo_id or str(out), base_model=base, results=evaluation,
             dataset_name=dataset_name or (evaluation or {}).get("dataset") or DEFAULT_DATASET_NAME,
             num_parameters=num_parameters, adapter_only=adapter_only, adapter_base=adapter_base or local_base,
+            dtype=dtype, shards=shards, merge_check=merge_check,
         )  # fmt: skip
         card.save(staging / "README.md")
         if verify:
@@ -342,6 +387,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--base-model", help="Hub id of the Qwen3 the model was built on, e.g. Qwen/Qwen3-8B (card metadata)")
     parser.add_argument("--model-name", help="the model's name in the card (default: the repository or folder name)")
     parser.add_argument("--dataset-name", help="what the results were measured on (default: results.json's, else SEED-VII)")
+    parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE,
+                        help=f"largest safetensors file of the weights (default {DEFAULT_MAX_SHARD_SIZE}, e.g. 2GB, 500MB)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     parser.add_argument("--no-verify", action="store_true", help="skip loading the folder in a fresh offline process")
     return parser  # fmt: skip
@@ -353,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         args.model, args.out, results=args.results, base_model=args.base_model, model_name=args.model_name,
         repo_id=args.repo_id, dataset_name=args.dataset_name, adapter_only=args.adapter_only,
         adapter_base=args.adapter_base, overwrite=args.overwrite, verify=not args.no_verify,
+        max_shard_size=args.max_shard_size,
     )  # fmt: skip
     print(f"Wrote {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
     if args.repo_id:

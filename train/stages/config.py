@@ -113,6 +113,28 @@ class E2LLMScriptArguments:
         default=True,
         metadata={"help": "Stage 3: also save the LoRA-merged model (in `output_dir/merged`) beside the adapter."},
     )
+    merge_check_samples: int = field(
+        default=4,
+        metadata={
+            "help": "Stage 3: QA samples (of `qa_split`) on which the merged model is compared with base + adapter "
+            "after the merge: logits at the answer positions and greedy answers (`merge_check.json`)."
+        },
+    )
+    merge_check_new_tokens: int = field(
+        default=48, metadata={"help": "Stage 3: tokens of each greedy answer compared after the merge."}
+    )
+    merge_max_error: float = field(
+        default=0.1,
+        metadata={
+            "help": "Stage 3: the merged model passes when its answer-position logits differ from base + adapter by at "
+            "most this fraction of what stage 3 changed in them (base + adapter against base); `e2llm evaluate` and "
+            "`e2llm publish` of the stage-3 folder use the adapter instead of a merge that does not pass."
+        },
+    )
+    max_shard_size: str = field(
+        default="5GB",
+        metadata={"help": "Largest safetensors file of the saved model (e.g. 5GB, 500MB); bigger models are sharded."},
+    )
 
 
 @dataclass

@@ -6,6 +6,16 @@
 - `build_processor`: the E2LLM processor around the language model's tokenizer, EEG tokens checked.
 - `build_e2llm`: the full model from encoder and language model (stage 2, and the
   "without stage 2" ablation of stage 3).
+- `storage_dtype` / `save_e2llm`: the dtype policy and the sharded save of every E2LLM folder.
+
+The dtype policy, the same for every stage that writes an E2LLM folder (stage 2, stage 3's
+`merged/`, `e2llm publish`): the whole model is stored in one dtype, its language model's (the
+recipe's `dtype`: bfloat16 for the Qwen3 recipes, float32 for the demo and `llm: tiny`), and
+config.json's `dtype` says it, so `from_pretrained(..., dtype="auto")` and transformers' default
+load it as stored. The frozen encoder is cast to that dtype when the model is built. What trains
+(the projector, LoRA) is held in float32 while it trains and in checkpoints, and is cast when the
+folder is written; the stage-3 adapter keeps its float32 weights. Stage 1 writes the encoder alone,
+in float32, the precision it trained in.
 """
 
 from __future__ import annotations
@@ -16,6 +26,9 @@ from pathlib import Path
 import torch
 
 TINY_LLM = "tiny"
+# A few GB per safetensors file, as Hub checkpoints are cut (transformers' default is one 50 GB
+# file): downloads run in parallel and resume per file.
+DEFAULT_MAX_SHARD_SIZE = "5GB"
 
 
 def load_segments(data: str | Path):
@@ -194,3 +207,28 @@ def build_e2llm(encoder, language_model, tokenizer, projector_hidden_act: str = 
     return E2LLMForConditionalGeneration.from_parts(
         encoder, language_model, projector_hidden_act=projector_hidden_act, **ids
     )
+
+
+def storage_dtype(model) -> torch.dtype:
+    """The dtype an E2LLM (or a causal LM) is stored in: its language model's, the recipe's `dtype`."""
+    return model.get_input_embeddings().weight.dtype
+
+
+def stored_state_dict(model, state_dict: dict | None = None) -> dict:
+    """`state_dict` (default: the model's) with every floating tensor in `storage_dtype(model)`."""
+    dtype = storage_dtype(model)
+    state = model.state_dict() if state_dict is None else state_dict
+    return {key: value.to(dtype) if value.is_floating_point() else value for key, value in state.items()}
+
+
+def save_e2llm(model, folder: str | Path, processor=None, max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE) -> None:
+    """Write `model` (and `processor`) to `folder` under the dtype policy, in safetensors files of at most
+    `max_shard_size` (with `model.safetensors.index.json` when there are several).
+
+    The model is cast in place to its storage dtype first, so that config.json's `dtype`, which
+    `save_pretrained` reads from the model's parameters, names the dtype of the tensors written.
+    """
+    model.to(storage_dtype(model))
+    model.save_pretrained(folder, max_shard_size=max_shard_size)
+    if processor is not None:
+        processor.save_pretrained(folder)

@@ -24,11 +24,15 @@ processes = 16.
 What SFTTrainer must be told for EEG, set here whatever the recipe says: the EEG columns stay
 (`remove_unused_columns=False`), the dataset is not tokenized by TRL (`skip_prepare_dataset`;
 the collator does it), and nothing is truncated (`max_length=None`: a cut would drop EEG
-placeholders). On a machine without a bf16-capable GPU, bf16 defaults to off.
+placeholders). On a machine without a bf16-capable GPU, bf16 autocast defaults to off, and a
+recipe's `bf16: true` is turned off with a warning (`--bf16 false` says so and silences it;
+`--use_cpu true` keeps bf16 autocast on the CPU).
 
-The output folder holds the model (safetensors, config with `auto_map`, `modeling_e2llm.py`)
-and the processor, so stage 3, `e2llm evaluate` and `AutoModel.from_pretrained(dir,
-trust_remote_code=True)` read it as is. Checkpoints go to `output_dir/checkpoint-*`;
+The output folder holds the model (safetensors files of at most `max_shard_size`, config with
+`auto_map`, `modeling_e2llm.py`) in the language model's dtype (the recipe's `dtype`, which
+config.json's `dtype` names; `train.stages.parts` states the policy) and the processor, so stage
+3, `e2llm evaluate` and `AutoModel.from_pretrained(dir, trust_remote_code=True)` read it as is.
+Checkpoints go to `output_dir/checkpoint-*` and hold the projector and the optimizer state only;
 `--resume` continues from the last one.
 """
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from transformers.utils import logging
@@ -46,16 +51,54 @@ from train.stages.config import E2LLMScriptArguments
 logger = logging.get_logger(__name__)
 
 
+def bf16_autocast_available(use_cpu: bool = False) -> bool:
+    """Whether transformers accepts `bf16: true` here: a bf16-capable GPU, an XLA device, or `use_cpu`."""
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    return bool(use_cpu) or is_torch_bf16_gpu_available() or is_torch_xla_available()
+
+
+def _recipe_parser(command_line_sets_bf16: bool):
+    from trl import TrlParser
+
+    class RecipeParser(TrlParser):
+        """`TrlParser` that turns a recipe's `bf16: true` off, with a warning, where bf16 autocast is not available
+        (transformers would stop with "You need to assign use_cpu")."""
+
+        def set_defaults_with_config(self, **config):
+            if config.get("bf16") and not command_line_sets_bf16 and not bf16_autocast_available(config.get("use_cpu")):
+                warnings.warn(
+                    "The recipe sets `bf16: true` (bfloat16 autocast), but this machine has no GPU that supports it: "
+                    "training without autocast, the weights in the recipe's `dtype`. Pass `--bf16 false` to say so "
+                    "and silence this warning, or `--use_cpu true` to keep bfloat16 autocast on the CPU.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                config["bf16"] = False
+            return super().set_defaults_with_config(**config)
+
+    return RecipeParser
+
+
 def parse_arguments(argv: list[str] | None):
     """(script arguments, SFTConfig, ModelConfig) from `--config RECIPE.yaml` and the command line."""
-    from transformers.utils import is_torch_bf16_gpu_available
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from trl import ModelConfig, SFTConfig
 
-    parser = TrlParser((E2LLMScriptArguments, SFTConfig, ModelConfig))
-    if not is_torch_bf16_gpu_available():
+    argv = list(sys.argv[1:] if argv is None else argv)
+    bf16_given = any(arg == "--bf16" or arg.startswith("--bf16=") for arg in argv)
+    parser = _recipe_parser(bf16_given)((E2LLMScriptArguments, SFTConfig, ModelConfig))
+    if not bf16_autocast_available():
         # TRL turns bf16 on by default, which transformers refuses without a bf16 GPU.
         parser.set_defaults(bf16=False)
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    try:
+        script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    except ValueError as error:
+        if bf16_given and not bf16_autocast_available("--use_cpu" in argv):
+            raise ValueError(
+                f"--bf16 true asks for bfloat16 autocast, which this machine has no GPU for ({error}). Pass "
+                "`--bf16 false` to train without autocast, or `--use_cpu true` for bfloat16 autocast on the CPU."
+            ) from error
+        raise
     # The EEG columns must reach the collator, which tokenizes; truncation would cut placeholders.
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
@@ -75,11 +118,33 @@ def build_model_and_processor(script_args: E2LLMScriptArguments, model_args, tru
     language_model, tokenizer = load_language_model(
         script_args.llm, model_args.dtype, model_args.attn_implementation, trust_remote_code
     )
+    # The dtype policy: the frozen encoder in the language model's dtype, the one the folder is stored in.
+    encoder.to(language_model.dtype)
     processor = build_processor(tokenizer, language_model.config.vocab_size)
     model = build_e2llm(encoder, language_model, processor.tokenizer, script_args.projector_hidden_act)
-    # Trainable weights stay in float32 under bf16 autocast; the frozen parts may be bf16.
+    align_token_ids(model, processor.tokenizer)
+    # Trainable weights stay in float32 while they train; they are stored in the model's dtype.
     model.model.projector.float()
     return model, processor
+
+
+def align_token_ids(model, tokenizer) -> None:
+    """The tokenizer's pad, bos and eos ids written into the model's text and generation configs.
+
+    The trainer would do it too, with a notice that they differ; a Qwen3 checkpoint declares no pad
+    id and the processor pads with `<|endoftext|>`, so here they are set where the model is built.
+    """
+    text_config, generation = model.config.get_text_config(), model.generation_config
+    for name in ("pad_token_id", "bos_token_id"):
+        value = getattr(tokenizer, name)
+        if value is not None:
+            setattr(text_config, name, value)
+            setattr(generation, name, value)
+    eos = tokenizer.eos_token_id
+    if eos is not None:
+        declared = generation.eos_token_id if isinstance(generation.eos_token_id, list) else [generation.eos_token_id]
+        text_config.eos_token_id = eos
+        generation.eos_token_id = [eos, *(token for token in declared if token is not None and token != eos)]
 
 
 def train_only_projector(model) -> None:
@@ -179,6 +244,7 @@ def run(script_args: E2LLMScriptArguments, training_args, model_args) -> int:
         eval_dataset=eval_qa,
         processing_class=processor,
     )
+    trainer.max_shard_size = script_args.max_shard_size
     trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, script_args.resume))
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():

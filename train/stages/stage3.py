@@ -20,11 +20,16 @@ are adapted and never a module of the EEG encoder. The wrapped modules are check
 has placed the adapters.
 
 Writes to `output_dir`: the adapter (`adapter_config.json`, `adapter_model.safetensors` with
-the LoRA weights and the projector) and the processor; with `merge` (default), `output_dir/merged`:
-the adapter folded into the weights, a complete model with the processor that loads with
-`AutoModel.from_pretrained(dir, trust_remote_code=True)` and `AutoProcessor.from_pretrained`.
-The merge reloads the starting model and the saved adapter, so it works the same after a
-single-process, DDP or FSDP run. `--resume` continues from the newest complete checkpoint.
+the LoRA weights and the projector, in float32) and the processor; with `merge` (default),
+`output_dir/merged`: the adapter folded into the weights in float32 (`train.stages.merge`), a
+complete model in the starting model's dtype (config.json's `dtype`), sharded at
+`max_shard_size`, with the processor, that loads with `AutoModel.from_pretrained(dir,
+trust_remote_code=True)` and `AutoProcessor.from_pretrained`. The merge reloads the starting
+model and the saved adapter, so it works the same after a single-process, DDP or FSDP run; it is
+then compared with base + adapter on `merge_check_samples` QA samples, and
+`merge_check.json` (in `output_dir` and in `merged/`) records how closely they agree and whether
+within `merge_max_error`. Checkpoints hold the adapter and the optimizer state; `--resume`
+continues from the newest complete checkpoint.
 
 The stage-2 folder is read with this package's classes: no Python file in it runs, and its
 `auto_map` entries that point elsewhere than this package's code are not copied into the output.
@@ -32,10 +37,14 @@ The stage-2 folder is read with this package's classes: no Python file in it run
 
 from __future__ import annotations
 
+import gc
+import json
 import sys
+import warnings
 from pathlib import Path
 
 from train.io import output_lock
+from train.stages.merge import describe_merge_check, peft_wrapping
 from train.stages.stage2 import build_datasets, build_model_and_processor, last_checkpoint, parse_arguments
 
 # The language model's query and key projections, never a module of the EEG encoder.
@@ -62,6 +71,7 @@ def load_starting_point(script_args, model_args, trust_remote_code: bool = False
     model = E2LLMForConditionalGeneration.from_pretrained(str(path), dtype=dtype)
     # This package's classes, never code from the folder (see `load_processor`).
     processor = load_processor(path)
+    # Trained in float32, stored in the model's dtype.
     model.model.projector.float()
     return model, processor
 
@@ -92,18 +102,32 @@ def check_adapted_modules(peft_model) -> list[str]:
 
 
 def merge_adapter(
-    script_args, model_args, adapter_dir: str, out_dir: Path, seed: int, trust_remote_code: bool = False
-) -> None:
-    """Reload the starting model, apply the saved adapter, fold it in and save model + processor."""
+    script_args, model_args, adapter_dir: str, out_dir: Path, seed: int, device, trust_remote_code: bool = False
+) -> dict:
+    """Reload the starting model, apply the saved adapter, fold it in (float32), compare the merged model
+    with base + adapter on a few QA samples, and save model + processor; returns the comparison."""
     from peft import PeftModel
     from transformers import set_seed
 
+    from train.stages.merge import MERGE_CHECK, check_merge
+    from train.stages.parts import save_e2llm
+
     # Parts built from random weights (`llm: tiny`, no encoder) come back identical under the seed.
     set_seed(seed)
+    # As it trained: the projector in float32, the rest in the storage dtype.
     base, processor = load_starting_point(script_args, model_args, trust_remote_code)
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    merged.save_pretrained(out_dir, safe_serialization=True)
-    processor.save_pretrained(out_dir)
+    with peft_wrapping():
+        adapted = PeftModel.from_pretrained(base.to(device), adapter_dir)
+    train_qa, _, collator = build_datasets(script_args, processor, base, seed)
+    samples = [train_qa[i] for i in range(min(script_args.merge_check_samples, len(train_qa)))]
+    merged, report = check_merge(
+        adapted, processor, collator, samples, script_args.merge_check_new_tokens, script_args.merge_max_error
+    )
+    save_e2llm(merged.cpu(), out_dir, processor, script_args.max_shard_size)
+    text = json.dumps(report, indent=2) + "\n"
+    for folder in (out_dir, Path(adapter_dir)):
+        (folder / MERGE_CHECK).write_text(text)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,15 +147,16 @@ def run(script_args, training_args, model_args) -> int:
     model.requires_grad_(False)
     train_qa, eval_qa, collator = build_datasets(script_args, processor, model, training_args.seed)
 
-    trainer = AnswerLossSFTTrainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        train_dataset=train_qa,
-        eval_dataset=eval_qa,
-        processing_class=processor,
-        peft_config=lora_config(model_args),
-    )
+    with peft_wrapping():
+        trainer = AnswerLossSFTTrainer(
+            model=model,
+            args=training_args,
+            data_collator=collator,
+            train_dataset=train_qa,
+            eval_dataset=eval_qa,
+            processing_class=processor,
+            peft_config=lora_config(model_args),
+        )
     check_adapted_modules(trainer.model)
     trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, script_args.resume))
     trainer.save_model(training_args.output_dir)
@@ -140,12 +165,24 @@ def run(script_args, training_args, model_args) -> int:
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         print(f"Stage 3 done: {trainable:,} trainable parameters; adapter in {training_args.output_dir}")
         if script_args.merge:
+            device = training_args.device
+            # The trained model leaves the device before the base model is loaded onto it for the merge.
+            del trainer, model
+            gc.collect()
             merged = Path(training_args.output_dir) / MERGED
-            merge_adapter(
-                script_args, model_args, training_args.output_dir, merged, training_args.seed,
+            report = merge_adapter(
+                script_args, model_args, training_args.output_dir, merged, training_args.seed, device,
                 training_args.trust_remote_code,
             )  # fmt: skip
-            print(f"Merged model and processor in {merged}")
+            print(f"Merged model and processor in {merged}; {describe_merge_check(report)}")
+            if not report["passed"]:
+                warnings.warn(
+                    f"The merged model in {merged} does not answer closely enough as the adapter does "
+                    f"({describe_merge_check(report)}): `e2llm evaluate` and `e2llm publish` of "
+                    f"{training_args.output_dir} use the adapter instead",
+                    UserWarning,
+                    stacklevel=2,
+                )
     return 0
 
 
