@@ -3,7 +3,8 @@
 - `load_segments` / `load_qa`: the prepared data (`e2llm prepare --out DIR`).
 - `load_eeg_encoder`: EEGPT from the official checkpoint, a stage-1 folder, or random weights.
 - `load_language_model`: Qwen3 from the Hub, a local folder, or the tiny test configuration.
-- `build_processor`: the E2LLM processor around the language model's tokenizer, EEG tokens checked.
+- `build_processor`: the E2LLM processor a model is trained and saved with: the training electrodes,
+  the language model's chat template, EEG tokens checked.
 - `build_e2llm`: the full model from encoder and language model (stage 2, and the
   "without stage 2" ablation of stage 3).
 """
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -149,15 +151,28 @@ def load_language_model(
     return model, tokenizer
 
 
-def build_processor(tokenizer, vocab_size: int):
-    """An `E2LLMProcessor` around `tokenizer`, which gains the EEG tokens if it lacks them.
+def build_processor(tokenizer, vocab_size: int, channels: Sequence[str] | None = None):
+    """The `E2LLMProcessor` a model is trained with and saved beside, around `tokenizer`.
 
-    Refuses a tokenizer whose EEG token ids fall outside the language model's `vocab_size`
-    embedding rows (Qwen3's 151,936 rows hold them at 151669-151671).
+    - Its feature extractor keeps `channels` (default `EEGPT_58_CHANNELS`, the electrodes every
+      prepared segment holds), so the processor published with the model reads a recording as
+      training did: SEED-VII's 62 channels become the same 58, with the same average reference.
+    - Its chat template is the language model's own when the tokenizer carries one (a Qwen3
+      snapshot: Qwen3's template, thinking off unless asked, EEG items as `<eeg>`), else the
+      processor's ChatML (`train.tokenizer.eeg_chat_template`).
+    - The tokenizer gains the EEG tokens if it lacks them; EEG token ids outside the language
+      model's `vocab_size` embedding rows are refused (Qwen3's 151,936 rows hold them at
+      151669-151671).
     """
-    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+    from processing_e2llm import EEGPT_58_CHANNELS, E2LLMFeatureExtractor, E2LLMProcessor
+    from train.tokenizer import eeg_chat_template
 
-    processor = E2LLMProcessor(E2LLMFeatureExtractor(), tokenizer)
+    template = eeg_chat_template(tokenizer)
+    if template is not None:
+        # The tokenizer saved beside the model renders as the processor does.
+        tokenizer.chat_template = template
+    feature_extractor = E2LLMFeatureExtractor(channels=list(EEGPT_58_CHANNELS if channels is None else channels))
+    processor = E2LLMProcessor(feature_extractor, tokenizer, chat_template=template)
     check_eeg_tokens(processor.tokenizer, vocab_size)
     return processor
 
