@@ -81,13 +81,19 @@ class Step:
         return self.describe or shlex.join(self.command)
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it lies under it (shorter commands), else as is."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def stage_command(size: str, stage: int, recipe: Path, single_process: bool) -> list[str]:
     """The command that launches `e2llm stageN --config recipe` as the size's recipes say."""
     config = None if single_process else LAUNCH[size][stage]
     if config is None:
-        return ["e2llm", f"stage{stage}", "--config", str(recipe)]
-    return ["accelerate", "launch", "--config_file", str(ACCELERATE / config), "-m", f"train.stages.stage{stage}",
-            "--config", str(recipe)]  # fmt: skip
+        return ["e2llm", f"stage{stage}", "--config", _shown(recipe)]
+    return ["accelerate", "launch", "--config_file", _shown(ACCELERATE / config), "-m", f"train.stages.stage{stage}",
+            "--config", _shown(recipe)]  # fmt: skip
 
 
 def without_cot_data(data: Path, out: Path) -> None:
