@@ -359,12 +359,13 @@ def test_stage2_output_loads_with_automodel_and_its_processor(stage2_dir):
         "from transformers import AutoModel, AutoProcessor;"
         f"m = AutoModel.from_pretrained({str(stage2_dir)!r}, trust_remote_code=True);"
         f"p = AutoProcessor.from_pretrained({str(stage2_dir)!r}, trust_remote_code=True);"
-        "print(type(m).__name__, type(p).__name__, p.num_eeg_tokens)"
+        "print(type(m).__name__, type(p).__name__, p.num_eeg_tokens, len(p.feature_extractor.channels))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=stage2_dir,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["E2LLMForConditionalGeneration", "E2LLMProcessor", "16"]
+    # The processor keeps the 58 electrodes the model was trained on.
+    assert result.stdout.split() == ["E2LLMForConditionalGeneration", "E2LLMProcessor", "16", "58"]
 
 
 def test_stage2_loss_falls_when_overfitting_a_handful_of_samples(data, stage1_dir, llm_dir, tmp_path):
