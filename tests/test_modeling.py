@@ -75,28 +75,6 @@ def test_from_parts_keeps_the_encoder_and_language_model_weights(tiny_text_confi
     assert model.model.projector.linear_2.out_features == tiny_text_config.hidden_size
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_from_parts_sets_the_eeg_delimiters_to_the_mean_embedding(tied):
-    """<eeg_start>/<eeg_end> start as transformers starts new tokens: the mean of the trained rows
-    (those below the EEG tokens), in the input embedding and in an untied head; nothing else moves."""
-    torch.manual_seed(0)
-    language_model = Qwen3ForCausalLM(tiny_qwen3_config(tie_word_embeddings=tied))
-    before = {name: param.detach().clone() for name, param in language_model.named_parameters()}
-    model = E2LLMForConditionalGeneration.from_parts(EEGPTModel(EEGPTConfig.from_preset("tiny")), language_model)
-    delimiters = [EEG_START_TOKEN_ID, EEG_END_TOKEN_ID]
-    untouched = torch.ones(151936, dtype=torch.bool)
-    untouched[delimiters] = False
-    heads = [("model.embed_tokens.weight", model.get_input_embeddings().weight)]
-    if not tied:
-        heads.append(("lm_head.weight", model.lm_head.weight))
-    for name, weight in heads:
-        mean = before[name][:EEG_TOKEN_ID].mean(0)
-        torch.testing.assert_close(weight[EEG_START_TOKEN_ID], mean)
-        torch.testing.assert_close(weight[EEG_END_TOKEN_ID], mean)
-        assert torch.equal(weight[untouched], before[name][untouched])
-        assert not torch.allclose(before[name][EEG_START_TOKEN_ID], mean)
-
-
 def test_eeg_tokens_replace_the_placeholder_embeddings(model):
     input_ids = torch.tensor([prompt_ids(2)])
     captured = {}

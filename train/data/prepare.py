@@ -317,8 +317,9 @@ def assemble_segments(jobs: list[Job], shards: Path, out: Path, split: str, test
     _save_atomic(segments, out / "segments")
     subjects, videos = np.asarray(meta["subject"]), np.asarray(meta["video"])
     leak = split_leakage(subjects[train_rows], videos[train_rows], subjects[test_rows], videos[test_rows])
-    print(f"split {split}: {len(test_rows)} test segments, {leak['test_segments_in_shared_clips']:.1f} % of them from "
-          f"clips with training segments; {leak['subjects_shared']} of {leak['test_subjects']} test subjects in training")
+    print(f"split {split}: {len(test_rows)} test segments, {leak['test_segments_in_shared_clips']:.1f} % of them "
+          f"from clips with training segments; {leak['subjects_shared']} of {leak['test_subjects']} test subjects "
+          "in training")  # fmt: skip
 
 
 def build_qa(out: Path, sizes: dict, cot: bool, seed: int) -> None:

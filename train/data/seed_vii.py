@@ -404,7 +404,9 @@ def check_amplitude_spread(data_volts: np.ndarray, source: str, advice: str) -> 
     spread = float(np.median(np.median(np.abs(data_volts - np.median(data_volts, axis=1, keepdims=True)), axis=1)))
     low, high = PLAUSIBLE_EEG_SPREAD_V
     if not low <= spread <= high:
-        raise ValueError(f"{source}: EEG amplitude spread {spread:.3g} V is outside the plausible {low:g}..{high:g} V; {advice}")
+        raise ValueError(
+            f"{source}: EEG amplitude spread {spread:.3g} V is outside the plausible {low:g}..{high:g} V; {advice}"
+        )
 
 
 def clip_bounds_from_annotations(raw, source: str) -> list[tuple[float, float]]:

@@ -59,6 +59,12 @@ VARIANTS = (
     ("without-cot", "w/o CoT format"),
 )
 MERGED = "merged"
+# What a size's recipe folder must hold.
+RECIPE_FILES = (
+    "stage1.yaml", "stage2.yaml", "stage3.yaml", "ablations/stage2-without-stage1.yaml",
+    "ablations/stage3-without-stage1.yaml", "ablations/stage3-without-stage2.yaml",
+    "ablations/stage2-without-cot.yaml", "ablations/stage3-without-cot.yaml",
+)  # fmt: skip
 
 
 @dataclass
@@ -133,9 +139,7 @@ def plan(size: str, *, data: str | Path = "prepared", runs: str | Path | None = 
     data, runs = Path(data), Path(runs or f"runs/qwen3-{size}")
     evaluation = Path(evaluation or f"eval/qwen3-{size}")
     recipes = Path(recipes or RECIPES / f"qwen3-{size}")
-    missing = [name for name in ("stage1.yaml", "stage2.yaml", "stage3.yaml", *(
-        f"ablations/{a}.yaml" for a in ("stage2-without-stage1", "stage3-without-stage1", "stage3-without-stage2",
-                                        "stage2-without-cot", "stage3-without-cot"))) if not (recipes / name).is_file()]  # fmt: skip
+    missing = [name for name in RECIPE_FILES if not (recipes / name).is_file()]
     if missing:
         raise ValueError(f"{recipes} lacks the recipe(s) {missing}; expected a folder like train/recipes/qwen3-{size}")
     no_cot = data.with_name(data.name + "-without-cot")
@@ -215,10 +219,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", action="store_true", help="run the steps not done yet (default: print the plan)")
     parser.add_argument("--data", default="prepared", help="prepared data folder (default ./prepared)")
     parser.add_argument("--runs", help="where the models go (default runs/qwen3-SIZE)")
-    parser.add_argument("--eval", dest="evaluation", help="where evaluations and comparison.md go (default eval/qwen3-SIZE)")
+    parser.add_argument("--eval", dest="evaluation",
+                        help="where evaluations and comparison.md go (default eval/qwen3-SIZE)")
     parser.add_argument("--recipes", help="folder with stage1-3.yaml and ablations/ (default train/recipes/qwen3-SIZE)")
     parser.add_argument("--eegpt", help="the pretrained EEGPT checkpoint (default: the recipes')")
-    parser.add_argument("--single-process", action="store_true", help="run every stage as `e2llm stageN`, not accelerate")
+    parser.add_argument("--single-process", action="store_true",
+                        help="run every stage as `e2llm stageN`, not with accelerate")
     parser.add_argument("--evaluate-args", default="", help="extra `e2llm evaluate` options, e.g. '--batch-size 16'")
     return parser  # fmt: skip
 

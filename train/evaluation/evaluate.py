@@ -166,12 +166,15 @@ def format_split(split: dict) -> str:
         "of the test segments come from a clip with training segments."
     )
     if split["clips_shared"]:
-        text += " Those figures measure recognition of seen subjects and clips; `--split cross-subject` gives the leak-free protocol."
+        text += (
+            " Those figures measure recognition of seen subjects and clips; `--split cross-subject` gives the "
+            "leak-free protocol."
+        )
     return text
 
 
 def format_tables(results: dict, name: str, emotions: Sequence[str]) -> str:
-    """Markdown Tables 2 and 3 of the paper for one run (percent, two decimals), with the random baseline and the split."""
+    """Markdown Tables 2 and 3 of the paper for one run (percent, two decimals), the random baseline, the split."""
     parts = [format_split(results["split"])] if "split" in results else []
     if "IED" in results:
         ied = results["IED"]
@@ -203,7 +206,8 @@ def format_tables(results: dict, name: str, emotions: Sequence[str]) -> str:
 
 def format_comparison(runs: Sequence[tuple[str, dict]]) -> str:
     """Markdown Table 4 (ablations): one row per run, IED's three summary figures and the choice tasks."""
-    header = ["Variant", "Balanced acc.", "Kappa", "Weighted F1", *CHOICE_TASKS, "Average", "Split (test segments from trained clips)"]
+    header = ["Variant", "Balanced acc.", "Kappa", "Weighted F1", *CHOICE_TASKS, "Average",
+              "Split (test segments from trained clips)"]  # fmt: skip
     rows = []
     for name, results in runs:
         ied = results.get("IED", {})

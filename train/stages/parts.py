@@ -2,7 +2,8 @@
 
 - `load_segments` / `load_qa`: the prepared data (`e2llm prepare --out DIR`).
 - `load_eeg_encoder`: EEGPT from the official checkpoint, a stage-1 folder, or random weights.
-- `load_language_model`: Qwen3 from the Hub, a local folder, or the tiny test configuration.
+- `load_language_model`: Qwen3 from the Hub, a local folder, or the tiny test configuration, with
+  the EEG tokens added as new tokens (`add_eeg_tokens`) when its tokenizer lacks them.
 - `build_processor`: the E2LLM processor a model is trained and saved with: the training electrodes,
   the language model's chat template, EEG tokens checked.
 - `build_e2llm`: the full model from encoder and language model (stage 2, and the
@@ -118,7 +119,8 @@ def load_language_model(
             user passes `--trust_remote_code`, so a folder or repository cannot run code uninvited.
 
     Returns:
-        (model, tokenizer).
+        (model, tokenizer): the tokenizer with the EEG tokens, added as new tokens when it lacked
+        them (`add_eeg_tokens`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3ForCausalLM
 
@@ -148,7 +150,39 @@ def load_language_model(
         raise ValueError(f"Cannot load the language model {name!r}: {error}") from error
     if model.config.model_type != "qwen3":
         raise ValueError(f"E2LLM is built on Qwen3; {name} is a {model.config.model_type!r} model")
+    add_eeg_tokens(model, tokenizer)
     return model, tokenizer
+
+
+def add_eeg_tokens(language_model, tokenizer) -> list[str]:
+    """Add the EEG tokens `tokenizer` lacks (a Qwen3 snapshot lacks all three), as transformers adds new tokens.
+
+    The `<eeg_start>` and `<eeg_end>` rows of the input embedding (and of an untied LM head) are
+    set to the mean of the rows below the new ids, Qwen3's trained vocabulary, as
+    `resize_token_embeddings(mean_resizing=True)` initialises new tokens (without its 1e-9-scaled
+    noise): Qwen3's rows there are padding it never trained. No stage trains them (the embedding
+    stays frozen; LoRA adapts q_proj and k_proj), so they stay the mean. `<eeg>` needs nothing: its
+    input is replaced by the projected EEG. A tokenizer that already has the tokens (the offline
+    one, the demo's warmed-up language model, which learned its rows) keeps the model as it is.
+
+    Returns the tokens added.
+    """
+    from transformers import AddedToken
+
+    from train.tokenizer import EEG_END_TOKEN, EEG_START_TOKEN, EEG_TOKENS
+
+    missing = [token for token in EEG_TOKENS if token not in tokenizer.get_vocab()]
+    if not missing:
+        return []
+    known = len(tokenizer)
+    tokenizer.add_tokens([AddedToken(token, normalized=False, special=True) for token in missing], special_tokens=True)
+    check_eeg_tokens(tokenizer, language_model.config.vocab_size)
+    rows = tokenizer.convert_tokens_to_ids([token for token in missing if token in (EEG_START_TOKEN, EEG_END_TOKEN)])
+    layers = (language_model.get_input_embeddings(), language_model.get_output_embeddings())
+    with torch.no_grad():
+        for weight in {id(layer.weight): layer.weight for layer in layers}.values():
+            weight[rows] = (weight[:known].sum(0, dtype=torch.float32) / known).to(weight.dtype)
+    return missing
 
 
 def build_processor(tokenizer, vocab_size: int, channels: Sequence[str] | None = None):
