@@ -401,6 +401,10 @@ def check_amplitude_spread(data_volts: np.ndarray, source: str, advice: str) -> 
     lies within :data:`PLAUSIBLE_EEG_SPREAD_V` (0.2 µV to 2 mV). Data in another unit than
     assumed is off by a factor of 1,000 or more.
     """
+    # Channels holding NaN or inf are left to the finite-value check, which names them.
+    data_volts = data_volts[np.isfinite(data_volts).all(axis=1)]
+    if not len(data_volts):
+        return
     spread = float(np.median(np.median(np.abs(data_volts - np.median(data_volts, axis=1, keepdims=True)), axis=1)))
     low, high = PLAUSIBLE_EEG_SPREAD_V
     if not low <= spread <= high:
