@@ -109,7 +109,8 @@ def tiny_setup(tmp_path_factory):
 
     demo = {stage: yaml.safe_load((RECIPES / "demo" / f"{stage}.yaml").read_text()) for stage in ("stage1", "stage2", "stage3")}
     quiet = {"disable_tqdm": True, "max_steps": 1, "per_device_train_batch_size": 2, "max_train_samples": 2}
-    stage1 = {**demo["stage1"], "num_train_epochs": 1, "max_train_segments": 16, "batch_size": 8, "validation_fraction": 0.2}
+    stage1 = {**demo["stage1"], "num_train_epochs": 1, "max_train_segments": 16, "per_device_train_batch_size": 8,
+              "validation_fraction": 0.2, "disable_tqdm": True}  # fmt: skip
     stage2 = {**demo["stage2"], **quiet, "llm": str(root / "llm"), "encoder_preset": "tiny"}
     stage3 = {**demo["stage3"], **quiet, "lora_r": 2, "lora_alpha": 4, "encoder_preset": "tiny"}
     recipes = {

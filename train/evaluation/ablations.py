@@ -23,8 +23,8 @@ and `model`, so every step reads what the step before it wrote. Stages run as th
 `e2llm stageN` for Qwen3-4B, `accelerate launch` with the DDP (8B) or FSDP (14B, stages 2 and 3)
 configuration for the others; `--single-process` runs every stage as `e2llm stageN`.
 
-A step whose output is complete is skipped (what the step writes last: stage 1's `history.json`,
-stage 2's `config.json`, stage 3's `merged/config.json`, an evaluation's `results.json`), every
+A step whose output is complete is skipped (what the step writes last: the `config.json` of
+stages 1 and 2, stage 3's `merged/config.json`, an evaluation's `results.json`), every
 stage runs with `--resume true` and every evaluation resumes its predictions, so running the
 command again after an interruption continues where it stopped.
 """
@@ -149,11 +149,11 @@ def plan(size: str, *, data: str | Path = "prepared", runs: str | Path | None = 
         command = stage_command(size, number, recipes / recipe, single_process)
         return Step(name, [*command, *args, "--output_dir", str(output), "--resume", "true"], output / done)
 
-    # What each stage writes last: stage 1 its history (its best encoder is saved as it goes),
-    # stage 2 the model, stage 3 the merged model.
+    # What each stage writes last: stages 1 and 2 the model (their checkpoints go to subfolders),
+    # stage 3 the merged model.
     merged = f"{MERGED}/config.json"
     steps = [
-        stage("stage1", 1, "stage1.yaml", runs / "stage1", "--data", str(data), *encoder, done="history.json"),
+        stage("stage1", 1, "stage1.yaml", runs / "stage1", "--data", str(data), *encoder),
         stage("stage2", 2, "stage2.yaml", runs / "stage2", "--data", str(data), "--encoder", str(runs / "stage1")),
         stage("stage3", 3, "stage3.yaml", runs / "stage3", "--data", str(data), "--model", str(runs / "stage2"),
               done=merged),
