@@ -552,7 +552,14 @@ class E2LLMFeatureExtractor(FeatureExtractionMixin):
       arrays default to uV, the unit EEG files usually hold);
     - an `mne.io.Raw` or `mne.Epochs` (names, rate and units, volts, come from MNE), or a list of Raws.
 
-    Each recording is reduced to the channels of EEGPT's vocabulary (or `channels`), scaled to mV,
+    Which electrodes it keeps: `channels`, in vocabulary order. A bare `E2LLMFeatureExtractor()`
+    (`channels=None`) keeps every electrode of EEGPT's 62-name vocabulary the recording has,
+    AF7, AF8, PO5 and PO6 included, which EEGPT's pretraining and the paper leave out. The
+    processor saved with a trained E2LLM model keeps the electrodes it was trained on
+    (`EEGPT_58_CHANNELS`, recorded in its `processor_config.json`), so SEED-VII's 62 channels reach
+    the model as the same 58, average-referenced over those 58, as in training.
+
+    Each recording is reduced to those channels, scaled to mV,
     resampled with an anti-aliasing polyphase filter to 256 Hz, band-passed (continuous recordings
     only, see the module docstring), average-referenced, and cut into 4 s windows:
     `windowing="consecutive"` (inference: every whole window from the start, the remainder dropped),

@@ -31,7 +31,7 @@ def tiny_e2llm_folder(tmp_path_factory, qwen3_tokenizer):
     from transformers import Qwen3ForCausalLM
 
     from modeling_e2llm import E2LLMForConditionalGeneration, EEGPTConfig, EEGPTModel
-    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+    from train.stages.parts import build_processor
     from train.stages.tiny import tiny_qwen3_config
 
     torch.manual_seed(0)
@@ -40,5 +40,5 @@ def tiny_e2llm_folder(tmp_path_factory, qwen3_tokenizer):
     )
     folder = tmp_path_factory.mktemp("tiny-e2llm")
     model.save_pretrained(folder)
-    E2LLMProcessor(E2LLMFeatureExtractor(), qwen3_tokenizer).save_pretrained(folder)
+    build_processor(qwen3_tokenizer, model.config.text_config.vocab_size).save_pretrained(folder)
     return folder

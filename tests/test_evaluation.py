@@ -45,7 +45,9 @@ def prepared(tmp_path_factory):
     DatasetDict({k: Dataset.from_list(v, features=qa_features()) for k, v in sets.items()}).save_to_disk(
         str(folder / "qa")
     )
-    (folder / "prepare.json").write_text(json.dumps({"dataset": "seed-vii", "root": str(folder / "absent")}))
+    (folder / "prepare.json").write_text(
+        json.dumps({"dataset": "seed-vii", "root": str(folder / "absent"), "split": "paper"})
+    )
     return folder
 
 
@@ -248,6 +250,26 @@ def test_evaluate_results_agree_with_its_predictions(evaluated):
         assert figures["n"] == 1
         assert figures["valid_rate"] == (0.0 if row["predicted"] is None else 100.0)
         assert figures["accuracy"] == (100.0 if row["predicted"] == row["gold"] else 0.0)
+
+
+def test_evaluate_names_the_split_and_what_its_test_set_shares_with_training(evaluated):
+    split = json.loads((evaluated / "results.json").read_text())["split"]
+    # The fixture's 7 test segments come from subject 1's videos 1-7, which also have training segments.
+    assert split == {
+        "name": "paper", "description": "the paper's: test segments drawn at random over all 10 s segments, stratified "
+        "by emotion", "train_segments": 14, "test_segments": 7, "test_subjects": 1, "subjects_shared": 1,
+        "test_clips": 7, "clips_shared": 7, "test_videos": 7, "videos_shared": 7, "test_segments_in_shared_clips": 100.0,
+    }  # fmt: skip
+    tables = (evaluated / "tables.md").read_text()
+    assert "Split: paper (the paper's: test segments drawn at random" in tables
+    assert "1 of 1 test subjects, 7 of 7 test clips" in tables and "100.0 % of the test segments" in tables
+    assert "`--split cross-subject` gives the leak-free protocol" in tables
+
+
+def test_table_4_names_each_runs_split_and_its_leak(evaluated, tmp_path):
+    table = evaluation.compare([evaluated], tmp_path)
+    assert "| Average | Split (test segments from trained clips) |" in table
+    assert "| paper (100.0 %) |" in table
 
 
 def test_evaluate_writes_tables_and_the_confusion_matrix(evaluated):

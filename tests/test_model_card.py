@@ -111,3 +111,17 @@ def test_card_without_results_has_no_model_index_and_says_how_to_add_them(config
 def test_card_template_is_the_one_in_model_cards():
     assert card_template_path().parent.name == "model_cards"
     assert card_template_path().read_text().startswith("---\n{{ card_data }}\n---")
+
+
+def test_card_states_the_split_and_its_leakage(config, results, tmp_path):
+    split = {"name": "paper", "description": "the paper's", "train_segments": 24444, "test_segments": 2761,
+             "test_subjects": 20, "subjects_shared": 20, "test_clips": 1600, "clips_shared": 1598, "test_videos": 80,
+             "videos_shared": 80, "test_segments_in_shared_clips": 99.93}  # fmt: skip
+    rendered = render_card(
+        config, model_name="m", repo_id="o/m", base_model=None, results={**results, "split": split}, dataset_name="SEED-VII",
+    )  # fmt: skip
+    text = rendered.text
+    assert "- Evaluated on the `paper` split: 20 of 20 test\n  subjects and 1598 of 1600 test clips" in text
+    assert "(99.9 % of the test segments come from a clip trained on).\n  These figures overstate" in text
+    assert "Split: paper (the paper's). Shared with training: 20 of 20 test subjects" in text
+    assert "`e2llm prepare --split cross-subject`) is the leak-free protocol" in text

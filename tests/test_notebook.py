@@ -36,10 +36,10 @@ def test_quickstart_notebook_runs_and_answers(tiny_e2llm_folder, recording, tmp_
     printed = "".join(
         output.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
     )
-    # 20 s at 256 Hz gives five whole 4 s windows of the 60 channels EEGPT knows (CB1/CB2 and
-    # the EOG channel dropped).
-    assert "eeg_values (5, 60, 1024)" in printed
-    assert "eeg_channel_ids (5, 60)" in printed
+    # 20 s at 256 Hz gives five whole 4 s windows of the 58 electrodes the model was trained on
+    # (PO5, PO6, CB1, CB2 and the EOG channel dropped).
+    assert "eeg_values (5, 58, 1024)" in printed
+    assert "eeg_channel_ids (5, 58)" in printed
     assert "E2LLMForConditionalGeneration" in printed
     figures = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if "image/png" in o.get("data", {})]
     assert len(figures) == 1

@@ -199,6 +199,37 @@ def test_cross_clip_split_keeps_each_video_on_one_side_for_every_subject():
     assert len(test) == 3 * len(set(videos[test]))
 
 
+def test_split_leakage_counts_the_subjects_clips_and_videos_test_shares_with_training():
+    from train.data.prepare import split_leakage
+
+    leak = split_leakage([1, 1, 2], [1, 2, 1], [1, 1, 2, 3], [1, 1, 2, 1])
+    assert leak == {
+        "test_subjects": 3, "subjects_shared": 2, "test_clips": 3, "clips_shared": 1, "test_videos": 2,
+        "videos_shared": 2, "test_segments_in_shared_clips": 50.0,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("split", "clips_shared_everywhere"), [("paper", True), ("cross-subject", False), ("cross-clip", False)]
+)
+def test_only_the_papers_split_puts_neighbouring_segments_of_a_clip_on_both_sides(split, clips_shared_everywhere):
+    from train.data.prepare import split_leakage
+
+    # 4 subjects x 80 videos x 6 segments of 10 s, SEED-VII's layout.
+    subjects = np.repeat([1, 2, 3, 4], 80 * 6)
+    videos = np.tile(np.repeat(np.arange(1, 81), 6), 4)
+    emotions = np.array([clip_emotion(int(v)) for v in videos])
+    train, test = split_indices(subjects, videos, emotions, split, PAPER_TEST_FRACTION, seed=0)
+    leak = split_leakage(subjects[train], videos[train], subjects[test], videos[test])
+    if clips_shared_everywhere:
+        assert leak["subjects_shared"] == leak["test_subjects"] == 4
+        assert leak["test_segments_in_shared_clips"] > 99
+    else:
+        assert leak["clips_shared"] == 0 and leak["test_segments_in_shared_clips"] == 0
+    assert (leak["subjects_shared"] == 0) is (split == "cross-subject")
+    assert (leak["videos_shared"] == 0) is (split == "cross-clip")
+
+
 def test_splits_depend_only_on_the_seed():
     emotions = np.tile(EMOTIONS, 20)
     def split(seed):

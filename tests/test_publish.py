@@ -118,6 +118,31 @@ def test_published_card_carries_the_evaluation_results(published):
     assert "| e2llm-tiny | 100.00 | – | – | – | – | 0.00 | – | 50.00 |" in card.text
 
 
+def test_published_processor_reads_seed_vii_as_the_58_training_electrodes(published):
+    """SEED-VII's 62-channel layout reaches the model as exactly the trained 58, referenced over those 58;
+    a bare feature extractor would keep PO5 and PO6 as well."""
+    import numpy as np
+
+    from processing_e2llm import (
+        CHANNEL_INDEX, EEGPT_58_CHANNELS, E2LLMFeatureExtractor, E2LLMProcessor, preprocess_continuous,
+    )  # fmt: skip
+    from train.data.seed_vii import SEED_VII_CHANNELS
+
+    _, out = published
+    processor = E2LLMProcessor.from_pretrained(out)
+    assert processor.feature_extractor.channels == list(EEGPT_58_CHANNELS)
+    eeg = np.random.default_rng(0).normal(0.0, 20.0, (len(SEED_VII_CHANNELS), 8000))  # 8 s in uV at 1000 Hz
+    with pytest.warns(RuntimeWarning, match="longer than the recording"):
+        inputs = processor(text="<eeg><eeg>", eeg=eeg, sampling_rate=1000, channel_names=SEED_VII_CHANNELS)
+        expected, _ = preprocess_continuous(eeg, 1000, SEED_VII_CHANNELS, channels=EEGPT_58_CHANNELS)
+        bare = E2LLMFeatureExtractor()(eeg, sampling_rate=1000, channel_names=SEED_VII_CHANNELS)
+    trained_ids = [CHANNEL_INDEX[name] for name in EEGPT_58_CHANNELS]
+    assert inputs["eeg_channel_ids"].tolist() == [trained_ids, trained_ids]
+    np.testing.assert_allclose(inputs["eeg_values"][1], expected[:, 1024:2048], rtol=1e-5, atol=1e-7)
+    assert bare["eeg_channel_ids"].shape == (2, 60)
+    assert {"PO5", "PO6"} <= {name for name, index in CHANNEL_INDEX.items() if index in bare["eeg_channel_ids"][0]}
+
+
 def test_published_folder_loads_and_generates_in_a_fresh_offline_process(published):
     _, out = published
     report = publishing.verify_folder(out)

@@ -302,6 +302,21 @@ def test_amplitude_check_refuses_a_wrong_sample_format(scale):
         check_amplitudes(_session_raw(scale=scale), "bad.cnt")
 
 
+@pytest.mark.parametrize(("unit", "scale"), [("V", 1e-6), ("mV", 1e-3)])
+def test_a_preprocessed_mat_in_the_wrong_unit_is_refused(tmp_path, unit, scale):
+    path = tmp_path / "EEG_preprocessed" / "3.mat"
+    path.parent.mkdir()
+    savemat(path, {str(v): np.random.default_rng(v).normal(0, 20, (62, 400)) * scale for v in range(1, 81)})
+    with pytest.raises(ValueError, match=r"3\.mat video 1: EEG amplitude spread .* EEG_preprocessed files hold µV"):
+        next(read_preprocessed_clips(path))
+
+
+def test_a_preprocessed_mat_in_microvolts_passes_the_amplitude_check(tmp_path):
+    _write_mat(tmp_path / "3.mat")
+    video, data = next(read_preprocessed_clips(tmp_path / "3.mat"))
+    assert video == 1 and data.shape == (62, 400)
+
+
 def test_raw_reader_names_a_missing_file(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         read_raw_recording(tmp_path / "1_20221001_1.cnt")

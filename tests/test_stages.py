@@ -359,12 +359,13 @@ def test_stage2_output_loads_with_automodel_and_its_processor(stage2_dir):
         "from transformers import AutoModel, AutoProcessor;"
         f"m = AutoModel.from_pretrained({str(stage2_dir)!r}, trust_remote_code=True);"
         f"p = AutoProcessor.from_pretrained({str(stage2_dir)!r}, trust_remote_code=True);"
-        "print(type(m).__name__, type(p).__name__, p.num_eeg_tokens)"
+        "print(type(m).__name__, type(p).__name__, p.num_eeg_tokens, len(p.feature_extractor.channels))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=stage2_dir,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["E2LLMForConditionalGeneration", "E2LLMProcessor", "16"]
+    # The processor keeps the 58 electrodes the model was trained on.
+    assert result.stdout.split() == ["E2LLMForConditionalGeneration", "E2LLMProcessor", "16", "58"]
 
 
 def test_stage2_loss_falls_when_overfitting_a_handful_of_samples(data, stage1_dir, llm_dir, tmp_path):
@@ -424,6 +425,59 @@ def test_stage2_refuses_a_missing_language_model_folder(data, stage1_dir, tmp_pa
 
     with pytest.raises(ValueError, match="Language model folder not found"):
         stage2.main(stage2_args(data, stage1_dir, tmp_path / "no-such-llm", tmp_path / "out"))
+
+
+def _qwen3_snapshot(folder: Path, tied: bool) -> dict[str, torch.Tensor]:
+    """A tiny Qwen3 saved with a tokenizer that, like a Qwen3 snapshot's, has no EEG tokens; returns its weights."""
+    from transformers import Qwen3ForCausalLM
+
+    from train.stages.tiny import tiny_qwen3_config
+    from train.tokenizer import EEG_TOKENS, build_qwen3_tokenizer
+
+    torch.manual_seed(0)
+    Qwen3ForCausalLM(tiny_qwen3_config(tie_word_embeddings=tied)).save_pretrained(folder)
+    build_qwen3_tokenizer().save_pretrained(folder)
+    backend = json.loads((folder / "tokenizer.json").read_text())
+    backend["added_tokens"] = [t for t in backend["added_tokens"] if t["content"] not in EEG_TOKENS]
+    (folder / "tokenizer.json").write_text(json.dumps(backend))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("extra_special_tokens", None)
+    decoder = config.get("added_tokens_decoder", {})
+    config["added_tokens_decoder"] = {k: v for k, v in decoder.items() if v["content"] not in EEG_TOKENS}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return weights(folder)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_qwen3_without_eeg_tokens_gets_them_with_the_mean_embedding_as_new_tokens(tmp_path, tied):
+    """<eeg_start>/<eeg_end> start as transformers starts new tokens: the mean of the trained rows (those
+    below the new ids), in the input embedding and in an untied head; nothing else moves."""
+    from train.stages.parts import load_language_model
+    from train.tokenizer import EEG_END_TOKEN_ID, EEG_START_TOKEN_ID, EEG_TOKEN_ID, EEG_TOKENS
+
+    saved = _qwen3_snapshot(tmp_path, tied)
+    model, tokenizer = load_language_model(str(tmp_path))
+    assert tokenizer.convert_tokens_to_ids(list(EEG_TOKENS)) == [EEG_TOKEN_ID, EEG_START_TOKEN_ID, EEG_END_TOKEN_ID]
+    delimiters = [EEG_START_TOKEN_ID, EEG_END_TOKEN_ID]
+    untouched = torch.ones(model.config.vocab_size, dtype=torch.bool)
+    untouched[delimiters] = False
+    layers = {"model.embed_tokens.weight": model.get_input_embeddings().weight}
+    if not tied:
+        layers["lm_head.weight"] = model.get_output_embeddings().weight
+    for name, weight in layers.items():
+        before = saved[name]
+        mean = before[:EEG_TOKEN_ID].mean(0)
+        torch.testing.assert_close(weight[delimiters], mean.expand(2, -1))
+        assert torch.equal(weight[untouched], before[untouched])
+        assert not torch.allclose(before[EEG_START_TOKEN_ID], mean)
+
+
+def test_a_language_model_whose_tokenizer_has_the_eeg_tokens_keeps_its_rows(llm_dir):
+    """The demo's warmed-up Qwen3 learned its delimiter rows: loading it changes nothing."""
+    from train.stages.parts import load_language_model
+
+    model, _ = load_language_model(str(llm_dir))
+    assert torch.equal(model.get_input_embeddings().weight, weights(llm_dir)["model.embed_tokens.weight"])
 
 
 def test_a_tokenizer_whose_eeg_tokens_fall_outside_the_embedding_is_refused(qwen3_tokenizer):

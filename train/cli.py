@@ -4,6 +4,7 @@
     e2llm prepare --dataset seed-vii --root data/ --out prepared/
     e2llm stage1 --config train/recipes/qwen3-8b/stage1.yaml
     e2llm evaluate --model stage3/ --data prepared/ --out eval/
+    e2llm ablations --size 8b --run
     e2llm demo
 
 Each subcommand is a module of `train` with a `main(argv)` that parses its own arguments,
@@ -27,11 +28,12 @@ COMMANDS = {
     "stage2": ("train.stages.stage2", "stage 2: the projector learns to speak to the LLM"),
     "stage3": ("train.stages.stage3", "stage 3: projector + LoRA, chain-of-thought answers"),
     "evaluate": ("train.evaluation.evaluate", "the paper's metrics on the test QA sets"),
+    "ablations": ("train.evaluation.ablations", "Table 4 for one size: the ablations' stages, evaluations, comparison"),
     "publish": ("train.evaluation.publish", "a complete Hub folder with its model card; optionally upload"),
     "demo": ("train.demo", "the whole pipeline end to end on synthetic data, on the CPU"),
 }
 # Commands whose CPU runs allocate and free large tensors every step (see `train.host`).
-TENSOR_HEAVY = {"lm-warmup", "stage1", "stage2", "stage3", "evaluate", "demo"}
+TENSOR_HEAVY = {"lm-warmup", "stage1", "stage2", "stage3", "evaluate", "ablations", "demo"}
 
 
 def _usage() -> str:

@@ -136,3 +136,51 @@ def _check_ids(tokenizer: PreTrainedTokenizerFast) -> None:
     wrong = {token: (got[token], want) for token, want in expected.items() if got[token] != want}
     if wrong:
         raise RuntimeError(f"Qwen3 tokenizer built with wrong ids (got, expected): {wrong}")
+
+
+# Put before a language model's own chat template (a real Qwen3 folder's), it lets that template
+# read E2LLM's chats: content lists become strings, each `{"type": "eeg"}` item the `<eeg>` the
+# processor expands (Qwen3's template renders a list as an empty string), and `enable_thinking`
+# is false unless the caller sets it, so Qwen3 answers directly, as E2LLM is trained to.
+EEG_CHAT_TEMPLATE_PREAMBLE = (
+    "{#- E2LLM: content items as text, {\"type\": \"eeg\"} as <eeg>; thinking off unless enable_thinking=True -#}\n"
+    "{%- if enable_thinking is not defined -%}{%- set enable_thinking = false -%}{%- endif -%}\n"
+    "{%- set e2llm = namespace(messages=[], text='') -%}\n"
+    "{%- for message in messages -%}\n"
+    "{%- if message['content'] is string -%}\n"
+    "{%- set e2llm.messages = e2llm.messages + [message] -%}\n"
+    "{%- else -%}\n"
+    "{%- set e2llm.text = '' -%}\n"
+    "{%- for item in message['content'] -%}\n"
+    "{%- if item['type'] == 'eeg' -%}{%- set e2llm.text = e2llm.text + '" + EEG_TOKEN + "' -%}\n"
+    "{%- elif item['type'] == 'text' -%}{%- set e2llm.text = e2llm.text + item['text'] -%}\n"
+    "{%- else -%}{{- raise_exception('Unknown content type ' + item['type'] + '; expected text or eeg') -}}\n"
+    "{%- endif -%}\n"
+    "{%- endfor -%}\n"
+    "{%- set e2llm.messages = e2llm.messages + [dict(message, content=e2llm.text)] -%}\n"
+    "{%- endif -%}\n"
+    "{%- endfor -%}\n"
+    "{%- set messages = e2llm.messages -%}\n"
+)
+
+
+def eeg_chat_template(tokenizer) -> str | None:
+    """The chat template E2LLM uses with the language model's `tokenizer`, or None for the processor's own.
+
+    A tokenizer that carries its own template (a real Qwen3 snapshot does: Qwen3's, with its
+    thinking block) keeps it, behind `EEG_CHAT_TEMPLATE_PREAMBLE`: EEG items render as `<eeg>`
+    placeholders and thinking is off unless `apply_chat_template(..., enable_thinking=True)` asks
+    for it. A tokenizer without one (`build_qwen3_tokenizer`, the demo's) gets None: the
+    processor's ChatML template (`processing_e2llm.CHAT_TEMPLATE`, no thinking block).
+    """
+    from processing_e2llm import CHAT_TEMPLATE
+
+    template = tokenizer.chat_template
+    if template is None or template == CHAT_TEMPLATE:
+        return None
+    if not isinstance(template, str):
+        raise ValueError(
+            f"The tokenizer carries several named chat templates ({sorted(template)}); E2LLM renders its chats "
+            "with one: set tokenizer.chat_template to the one to use"
+        )
+    return template if template.startswith(EEG_CHAT_TEMPLATE_PREAMBLE) else EEG_CHAT_TEMPLATE_PREAMBLE + template

@@ -64,6 +64,11 @@ from train.io import LOCK_FILE, check_folder, output_lock, write_atomic
 
 PAPER_TEST_FRACTION = 2761 / 27205
 SPLITS = ("paper", "cross-subject", "cross-clip")
+SPLIT_DESCRIPTIONS = {
+    "paper": "the paper's: test segments drawn at random over all 10 s segments, stratified by emotion",
+    "cross-subject": "leak-free: whole subjects held out",
+    "cross-clip": "whole clips held out: each test video unseen for every subject",
+}
 SHARD_FILE = "data.arrow"
 # Rows per Arrow record batch: 16 segments are ~10 MB, which bounds a worker's buffer.
 WRITER_BATCH_SIZE = 16
@@ -259,6 +264,30 @@ def split_indices(subjects, videos, emotions, split: str = "paper", test_fractio
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
+def split_leakage(train_subjects, train_videos, test_subjects, test_videos) -> dict:
+    """What a test split shares with its training split, from each segment's subject and video.
+
+    A clip is one subject's recording of one video. Returns the counts of test subjects, clips
+    and videos, how many of each also have training segments (``*_shared``), and the percentage
+    of test segments whose own clip has training segments (``test_segments_in_shared_clips``):
+    under the paper's split nearly all, their neighbouring seconds trained on; 0 under
+    ``cross-subject`` and ``cross-clip``. Videos (the stimuli) are shared under ``cross-subject``,
+    where every subject watched the same ones.
+    """
+    train_clips = set(zip(train_subjects, train_videos))
+    test_clips = list(zip(test_subjects, test_videos))
+    shared_segments = sum(clip in train_clips for clip in test_clips)
+    return {
+        "test_subjects": len(set(test_subjects)),
+        "subjects_shared": len(set(test_subjects) & set(train_subjects)),
+        "test_clips": len(set(test_clips)),
+        "clips_shared": len(set(test_clips) & train_clips),
+        "test_videos": len(set(test_videos)),
+        "videos_shared": len(set(test_videos) & set(train_videos)),
+        "test_segments_in_shared_clips": 100 * shared_segments / max(len(test_clips), 1),
+    }
+
+
 def _save_atomic(dataset_dict, path: Path) -> None:
     temporary = path.with_name(f".tmp-{path.name}")
     shutil.rmtree(temporary, ignore_errors=True)
@@ -286,6 +315,11 @@ def assemble_segments(jobs: list[Job], shards: Path, out: Path, split: str, test
         )
     segments = DatasetDict({"train": everything.select(train_rows), "test": everything.select(test_rows)})
     _save_atomic(segments, out / "segments")
+    subjects, videos = np.asarray(meta["subject"]), np.asarray(meta["video"])
+    leak = split_leakage(subjects[train_rows], videos[train_rows], subjects[test_rows], videos[test_rows])
+    print(f"split {split}: {len(test_rows)} test segments, {leak['test_segments_in_shared_clips']:.1f} % of them "
+          f"from clips with training segments; {leak['subjects_shared']} of {leak['test_subjects']} test subjects "
+          "in training")  # fmt: skip
 
 
 def build_qa(out: Path, sizes: dict, cot: bool, seed: int) -> None:

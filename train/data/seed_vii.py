@@ -321,7 +321,8 @@ def read_preprocessed_clips(path: str | Path) -> Iterator[tuple[int, np.ndarray]
 
     ``data`` is float64 ``(62, T)`` in µV at 200 Hz in :data:`SEED_VII_CHANNELS` order.
     Raises ValueError naming the file when it is unreadable or truncated, a video is
-    missing, or a clip does not have 62 channels.
+    missing, a clip does not have 62 channels, or a clip's amplitude is not that of EEG in µV
+    (:func:`check_amplitude_spread`, the check the raw recordings get).
     """
     from scipy.io import whosmat
 
@@ -343,6 +344,13 @@ def read_preprocessed_clips(path: str | Path) -> Iterator[tuple[int, np.ndarray]
             raise ValueError(
                 f"{path} video {video} has shape {data.shape}; expected ({len(SEED_VII_CHANNELS)}, samples)"
             )
+        # The check the raw path makes of its sample format: a file saved in mV or V would reach
+        # the model, unnoticed, a thousand or a million times too small.
+        middle, half = data.shape[1] // 2, int(5 * PREPROCESSED_SAMPLING_RATE)  # the middle 10 s, as for raw
+        check_amplitude_spread(
+            data[:, max(0, middle - half) : middle + half] * 1e-6, f"{path} video {video}",
+            "EEG_preprocessed files hold µV; convert this file to µV (or prepare from EEG_raw with --source raw)",
+        )  # fmt: skip
         yield video, data
 
 
@@ -381,12 +389,27 @@ def check_amplitudes(raw, source: str, seconds: float = 10.0) -> None:
     middle = raw.n_times // 2
     half = int(seconds * raw.info["sfreq"] / 2)
     data = raw.get_data(picks=picks, start=max(0, middle - half), stop=min(raw.n_times, middle + half))
-    spread = float(np.median(np.median(np.abs(data - np.median(data, axis=1, keepdims=True)), axis=1)))
+    check_amplitude_spread(
+        data, source, "the sample format is probably wrong: set data_format to 'int16' or 'int32'"
+    )
+
+
+def check_amplitude_spread(data_volts: np.ndarray, source: str, advice: str) -> None:
+    """Raise ValueError naming ``source`` and ``advice`` when (C, T) EEG in volts has an implausible spread.
+
+    The spread is the median over channels of each channel's median absolute deviation; EEG's
+    lies within :data:`PLAUSIBLE_EEG_SPREAD_V` (0.2 µV to 2 mV). Data in another unit than
+    assumed is off by a factor of 1,000 or more.
+    """
+    # Channels holding NaN or inf are left to the finite-value check, which names them.
+    data_volts = data_volts[np.isfinite(data_volts).all(axis=1)]
+    if not len(data_volts):
+        return
+    spread = float(np.median(np.median(np.abs(data_volts - np.median(data_volts, axis=1, keepdims=True)), axis=1)))
     low, high = PLAUSIBLE_EEG_SPREAD_V
     if not low <= spread <= high:
         raise ValueError(
-            f"{source}: EEG amplitude spread {spread:.3g} V is outside the plausible {low:g}..{high:g} V; "
-            "the sample format is probably wrong: set data_format to 'int16' or 'int32'"
+            f"{source}: EEG amplitude spread {spread:.3g} V is outside the plausible {low:g}..{high:g} V; {advice}"
         )
 
 

@@ -1,8 +1,9 @@
 """Prepared segments -> the 4 s EEG windows the model reads.
 
 ``e2llm prepare`` stores 10 s segments (58 x 2560, mV, 256 Hz, ``EEGPT_58_CHANNELS`` order);
-training crops a random 4 s window from each segment every time it is read, evaluation the
-centre window, as the paper does. QA samples name their segments by id; a
+training crops a random 4 s window from each segment every time it is read, as the paper does;
+evaluation reads the centre window (ours: the paper states random cropping, not what it reads
+at test, and a fixed crop makes every run read the same EEG). QA samples name their segments by id; a
 :class:`SegmentStore` turns those ids into windows without loading the whole split.
 """
 

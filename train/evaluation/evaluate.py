@@ -21,7 +21,11 @@ of the test segments, with the IED metrics.
   last complete batch.
 - `results.json`: every figure in percent (kappa x 100, as the paper prints it), per task, with
   `n`, `valid_rate` and `random_baseline`; `dataset` (SEED-VII, synthetic data or own
-  recordings, from the prepared folder's `prepare.json`) and the run's `settings`.
+  recordings, from the prepared folder's `prepare.json`), the run's `settings`, and `split`:
+  the split's name (`paper`, `cross-subject`, `cross-clip`) and its leakage, the test subjects,
+  clips and videos that also have training segments (`train.data.prepare.split_leakage`). The
+  tables and the model card state it too: under the paper's split nearly every test segment
+  has neighbouring seconds of its own clip in training.
 - `run.json`: the settings, with SHA-256 digests of the model's files and of the prepared test
   data; a run with another model, data or `--max-new-tokens` refuses to append to the same
   `predictions.jsonl`, and one whose model or data files changed at the same paths (a retrained
@@ -150,9 +154,28 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def format_split(split: dict) -> str:
+    """One paragraph: the split evaluated on and what its test set shares with training."""
+    text = f"Split: {split['name']}"
+    if split.get("description"):
+        text += f" ({split['description']})"
+    text += (
+        f". Shared with training: {split['subjects_shared']} of {split['test_subjects']} test subjects, "
+        f"{split['clips_shared']} of {split['test_clips']} test clips (one subject's recording of one video), "
+        f"{split['videos_shared']} of {split['test_videos']} videos; {split['test_segments_in_shared_clips']:.1f} % "
+        "of the test segments come from a clip with training segments."
+    )
+    if split["clips_shared"]:
+        text += (
+            " Those figures measure recognition of seen subjects and clips; `--split cross-subject` gives the "
+            "leak-free protocol."
+        )
+    return text
+
+
 def format_tables(results: dict, name: str, emotions: Sequence[str]) -> str:
-    """Markdown Tables 2 and 3 of the paper for one run (percent, two decimals), with the random baseline."""
-    parts = []
+    """Markdown Tables 2 and 3 of the paper for one run (percent, two decimals), the random baseline, the split."""
+    parts = [format_split(results["split"])] if "split" in results else []
     if "IED" in results:
         ied = results["IED"]
         header = ["Model", *[e.capitalize() for e in emotions], "Balanced acc.", "Kappa", "Weighted F1", "Valid answers"]
@@ -183,17 +206,20 @@ def format_tables(results: dict, name: str, emotions: Sequence[str]) -> str:
 
 def format_comparison(runs: Sequence[tuple[str, dict]]) -> str:
     """Markdown Table 4 (ablations): one row per run, IED's three summary figures and the choice tasks."""
-    header = ["Variant", "Balanced acc.", "Kappa", "Weighted F1", *CHOICE_TASKS, "Average"]
+    header = ["Variant", "Balanced acc.", "Kappa", "Weighted F1", *CHOICE_TASKS, "Average",
+              "Split (test segments from trained clips)"]  # fmt: skip
     rows = []
     for name, results in runs:
         ied = results.get("IED", {})
+        split = results.get("split")
         rows.append(
             [name, *[_cell(ied.get(key)) for key in ("balanced_accuracy", "cohen_kappa", "weighted_f1")],
-             *[_cell(results.get(task, {}).get("accuracy")) for task in CHOICE_TASKS], _cell(results.get("average"))]
+             *[_cell(results.get(task, {}).get("accuracy")) for task in CHOICE_TASKS], _cell(results.get("average")),
+             f"{split['name']} ({split['test_segments_in_shared_clips']:.1f} %)" if split else "–"]
         )  # fmt: skip
     rows.append(["Random", _cell(RANDOM_BASELINES["IED"]), _cell(0.0), "–",
                  *[_cell(RANDOM_BASELINES[t]) for t in CHOICE_TASKS],
-                 _cell(float(np.mean([RANDOM_BASELINES[t] for t in CHOICE_TASKS])))])  # fmt: skip
+                 _cell(float(np.mean([RANDOM_BASELINES[t] for t in CHOICE_TASKS]))), "–"])  # fmt: skip
     return "Table 4: variants compared, %\n\n" + _table(header, rows) + "\n"
 
 
@@ -523,6 +549,24 @@ def input_digests(model: str | os.PathLike, data: str | os.PathLike) -> dict:
     }
 
 
+def describe_split(data: str | os.PathLike) -> dict:
+    """The split of a prepared folder: `name` (from its prepare.json; "unknown" without one), its
+    `description`, the segment counts and its leakage (`train.data.prepare.split_leakage`)."""
+    import datasets
+
+    from train.data.prepare import SPLIT_DESCRIPTIONS, split_leakage
+
+    manifest = Path(data) / "prepare.json"
+    name = (json.loads(manifest.read_text()) if manifest.exists() else {}).get("split", "unknown")
+    segments = datasets.load_from_disk(str(Path(data) / "segments"))
+    train, test = (segments[part].select_columns(["subject", "video"]).to_dict() for part in ("train", "test"))
+    return {
+        "name": name, "description": SPLIT_DESCRIPTIONS.get(name), "train_segments": len(train["subject"]),
+        "test_segments": len(test["subject"]),
+        **split_leakage(train["subject"], train["video"], test["subject"], test["video"]),
+    }  # fmt: skip
+
+
 def check_resumable(out: Path, settings: dict) -> None:
     """Refuse to append to predictions made with another model, data or answer length; start the
     predictions again when the files of the same model or data folder changed since they were made."""
@@ -593,6 +637,7 @@ def run(args: argparse.Namespace) -> int:
             model, processor, store, samples, predictions_path, args.batch_size, args.max_new_tokens
         )
     results = score_predictions(rows, EMOTIONS)
+    results["split"] = describe_split(data)
     extra = {"dataset": args.dataset_name or dataset_name(data), "units": "percent", "settings": settings}
     write_report(out, results, name, EMOTIONS, extra)
     print(format_tables(results, name, EMOTIONS))

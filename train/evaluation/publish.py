@@ -144,6 +144,7 @@ def render_card(config, *, model_name: str, repo_id: str, base_model: str | None
         results=results,
         results_tables=format_tables(results, model_name, EMOTIONS) if results else "",
         results_dataset=dataset_name,
+        split=(results or {}).get("split"),
         paper_best=PAPER_BEST,
         adapter_only=adapter_only,
         adapter_base=adapter_base,

@@ -12,7 +12,9 @@ those items show, in the same order. `E2LLMCollator` turns a list of such rows i
   the left, so that the answers, which end every chat, line up at the end of the rows;
 - `labels` copy `input_ids` inside the assistant turns (from after `<|im_start|>assistant\\n`
   up to and including their `<|im_end|>`, so the model learns to stop) and are -100 everywhere
-  else: system prompt, questions, EEG tokens and padding carry no loss.
+  else: system prompt, questions, EEG tokens and padding carry no loss. Qwen3's own template
+  opens the answer with an empty `<think>\\n\\n</think>\\n\\n`, which inference with thinking off
+  puts in the prompt: it carries no loss either.
 """
 
 from __future__ import annotations
@@ -23,21 +25,26 @@ import numpy as np
 import torch
 
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
+EMPTY_THINKING = "<think>\n\n</think>\n\n"
 TURN_END = "<|im_end|>"
 IGNORE_INDEX = -100
 
 
-def assistant_mask(input_ids: torch.Tensor, header_ids: list[int], end_id: int) -> torch.Tensor:
+def assistant_mask(
+    input_ids: torch.Tensor, header_ids: list[int], end_id: int, skip_ids: list[int] | None = None
+) -> torch.Tensor:
     """Which tokens belong to assistant answers.
 
     Args:
         input_ids: (B, L) token ids.
         header_ids: the ids that open an assistant turn (`<|im_start|>assistant\\n`).
         end_id: the id that closes a turn (`<|im_end|>`).
+        skip_ids: ids that, right after a header, still belong to the prompt (Qwen3's empty
+            thinking block).
 
     Returns:
-        (B, L) bool, True from the token after each header through the turn's closing id
-        (or the end of the row when the turn is not closed).
+        (B, L) bool, True from the token after each header (and after `skip_ids` there) through
+        the turn's closing id (or the end of the row when the turn is not closed).
     """
     mask = torch.zeros_like(input_ids, dtype=torch.bool)
     width = len(header_ids)
@@ -46,6 +53,8 @@ def assistant_mask(input_ids: torch.Tensor, header_ids: list[int], end_id: int) 
         starts = (ids.unfold(0, width, 1) == header).all(dim=1).nonzero().flatten() + width
         ends = (ids == end_id).nonzero().flatten()
         for start in starts.tolist():
+            if skip_ids and ids[start : start + len(skip_ids)].tolist() == skip_ids:
+                start += len(skip_ids)
             later = ends[ends >= start]
             stop = int(later[0]) + 1 if len(later) else len(ids)
             mask[row, start:stop] = True
@@ -89,6 +98,7 @@ class E2LLMCollator:
         self.rng = np.random.default_rng(seed)
         tokenizer = processor.tokenizer
         self.header_ids = tokenizer.encode(ASSISTANT_HEADER, add_special_tokens=False)
+        self.skip_ids = tokenizer.encode(EMPTY_THINKING, add_special_tokens=False)
         self.end_id = tokenizer.convert_tokens_to_ids(TURN_END)
         if self.end_id is None or self.end_id == tokenizer.unk_token_id:
             raise ValueError(f"The tokenizer has no {TURN_END} token: the chat template needs a ChatML tokenizer")
@@ -119,7 +129,7 @@ class E2LLMCollator:
             return_tensors="pt",
         )
         input_ids = batch["input_ids"]
-        answer = assistant_mask(input_ids, self.header_ids, self.end_id) & batch["attention_mask"].bool()
+        answer = assistant_mask(input_ids, self.header_ids, self.end_id, self.skip_ids) & batch["attention_mask"].bool()
         labels = input_ids.masked_fill(~answer, IGNORE_INDEX)
         return {
             "input_ids": input_ids,

@@ -2,8 +2,10 @@
 
 - `load_segments` / `load_qa`: the prepared data (`e2llm prepare --out DIR`).
 - `load_eeg_encoder`: EEGPT from the official checkpoint, a stage-1 folder, or random weights.
-- `load_language_model`: Qwen3 from the Hub, a local folder, or the tiny test configuration.
-- `build_processor`: the E2LLM processor around the language model's tokenizer, EEG tokens checked.
+- `load_language_model`: Qwen3 from the Hub, a local folder, or the tiny test configuration, with
+  the EEG tokens added as new tokens (`add_eeg_tokens`) when its tokenizer lacks them.
+- `build_processor`: the E2LLM processor a model is trained and saved with: the training electrodes,
+  the language model's chat template, EEG tokens checked.
 - `build_e2llm`: the full model from encoder and language model (stage 2, and the
   "without stage 2" ablation of stage 3).
 - `storage_dtype` / `save_e2llm`: the dtype policy and the sharded save of every E2LLM folder.
@@ -21,6 +23,7 @@ in float32, the precision it trained in.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -129,7 +132,8 @@ def load_language_model(
             user passes `--trust_remote_code`, so a folder or repository cannot run code uninvited.
 
     Returns:
-        (model, tokenizer).
+        (model, tokenizer): the tokenizer with the EEG tokens, added as new tokens when it lacked
+        them (`add_eeg_tokens`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3ForCausalLM
 
@@ -159,18 +163,63 @@ def load_language_model(
         raise ValueError(f"Cannot load the language model {name!r}: {error}") from error
     if model.config.model_type != "qwen3":
         raise ValueError(f"E2LLM is built on Qwen3; {name} is a {model.config.model_type!r} model")
+    add_eeg_tokens(model, tokenizer)
     return model, tokenizer
 
 
-def build_processor(tokenizer, vocab_size: int):
-    """An `E2LLMProcessor` around `tokenizer`, which gains the EEG tokens if it lacks them.
+def add_eeg_tokens(language_model, tokenizer) -> list[str]:
+    """Add the EEG tokens `tokenizer` lacks (a Qwen3 snapshot lacks all three), as transformers adds new tokens.
 
-    Refuses a tokenizer whose EEG token ids fall outside the language model's `vocab_size`
-    embedding rows (Qwen3's 151,936 rows hold them at 151669-151671).
+    The `<eeg_start>` and `<eeg_end>` rows of the input embedding (and of an untied LM head) are
+    set to the mean of the rows below the new ids, Qwen3's trained vocabulary, as
+    `resize_token_embeddings(mean_resizing=True)` initialises new tokens (without its 1e-9-scaled
+    noise): Qwen3's rows there are padding it never trained. No stage trains them (the embedding
+    stays frozen; LoRA adapts q_proj and k_proj), so they stay the mean. `<eeg>` needs nothing: its
+    input is replaced by the projected EEG. A tokenizer that already has the tokens (the offline
+    one, the demo's warmed-up language model, which learned its rows) keeps the model as it is.
+
+    Returns the tokens added.
     """
-    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+    from transformers import AddedToken
 
-    processor = E2LLMProcessor(E2LLMFeatureExtractor(), tokenizer)
+    from train.tokenizer import EEG_END_TOKEN, EEG_START_TOKEN, EEG_TOKENS
+
+    missing = [token for token in EEG_TOKENS if token not in tokenizer.get_vocab()]
+    if not missing:
+        return []
+    known = len(tokenizer)
+    tokenizer.add_tokens([AddedToken(token, normalized=False, special=True) for token in missing], special_tokens=True)
+    check_eeg_tokens(tokenizer, language_model.config.vocab_size)
+    rows = tokenizer.convert_tokens_to_ids([token for token in missing if token in (EEG_START_TOKEN, EEG_END_TOKEN)])
+    layers = (language_model.get_input_embeddings(), language_model.get_output_embeddings())
+    with torch.no_grad():
+        for weight in {id(layer.weight): layer.weight for layer in layers}.values():
+            weight[rows] = (weight[:known].sum(0, dtype=torch.float32) / known).to(weight.dtype)
+    return missing
+
+
+def build_processor(tokenizer, vocab_size: int, channels: Sequence[str] | None = None):
+    """The `E2LLMProcessor` a model is trained with and saved beside, around `tokenizer`.
+
+    - Its feature extractor keeps `channels` (default `EEGPT_58_CHANNELS`, the electrodes every
+      prepared segment holds), so the processor published with the model reads a recording as
+      training did: SEED-VII's 62 channels become the same 58, with the same average reference.
+    - Its chat template is the language model's own when the tokenizer carries one (a Qwen3
+      snapshot: Qwen3's template, thinking off unless asked, EEG items as `<eeg>`), else the
+      processor's ChatML (`train.tokenizer.eeg_chat_template`).
+    - The tokenizer gains the EEG tokens if it lacks them; EEG token ids outside the language
+      model's `vocab_size` embedding rows are refused (Qwen3's 151,936 rows hold them at
+      151669-151671).
+    """
+    from processing_e2llm import EEGPT_58_CHANNELS, E2LLMFeatureExtractor, E2LLMProcessor
+    from train.tokenizer import eeg_chat_template
+
+    template = eeg_chat_template(tokenizer)
+    if template is not None:
+        # The tokenizer saved beside the model renders as the processor does.
+        tokenizer.chat_template = template
+    feature_extractor = E2LLMFeatureExtractor(channels=list(EEGPT_58_CHANNELS if channels is None else channels))
+    processor = E2LLMProcessor(feature_extractor, tokenizer, chat_template=template)
     check_eeg_tokens(processor.tokenizer, vocab_size)
     return processor
 
