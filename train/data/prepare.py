@@ -317,8 +317,8 @@ def build_qa(out: Path, sizes: dict, cot: bool, seed: int) -> None:
     wanted = ["id", "emotion", "intensity", *(features.FEATURE_NAMES if cot else ())]
     columns = {name: segments[name].select_columns(wanted).to_dict() for name in ("train", "test")}
     sets = qa.build_qa_sets(columns["train"], columns["test"], sizes=sizes, cot=cot, seed=seed)
-    features = qa.qa_features()
-    _save_atomic(DatasetDict({name: Dataset.from_list(rows, features=features) for name, rows in sets.items()}),
+    schema = qa.qa_features()
+    _save_atomic(DatasetDict({name: Dataset.from_list(rows, features=schema) for name, rows in sets.items()}),
                  out / "qa")
 
 
