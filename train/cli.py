@@ -27,6 +27,7 @@ COMMANDS = {
     "stage2": ("train.stages.stage2", "stage 2: the projector learns to speak to the LLM"),
     "stage3": ("train.stages.stage3", "stage 3: projector + LoRA, chain-of-thought answers"),
     "evaluate": ("train.evaluation.evaluate", "the paper's metrics on the test QA sets"),
+    "attribute": ("train.evaluation.attribution", "the electrodes an answer came from, as a scalp map"),
     "publish": ("train.evaluation.publish", "a complete Hub folder with its model card; optionally upload"),
     "demo": ("train.demo", "the whole pipeline end to end on synthetic data, on the CPU"),
 }
