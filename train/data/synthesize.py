@@ -40,8 +40,10 @@ within an emotion, between clips and between the 10 s segments of one clip, as t
 moment-to-moment state of a real person does, so that an explanation copied from another
 segment of the same emotion states features this segment does not have, and one that reads
 the EEG does better (README, Measured: the same-emotion baseline of the evaluation). In the
-demo's data (3 subjects, 30 s clips), the reference explanations of another segment with the
-same emotion hold {baseline_note}.
+demo's data (3 subjects, 30 s clips), the claims of the reference explanation of another segment
+with the same emotion hold for 54 % (their own segment's: 100 %; 63 % without these states),
+and logistic regression on the z-scored features still names the emotion of 88 % of held-out
+segments.
 
 The effects are far larger than any real EEG shows (a fully felt high-arousal emotion
 multiplies beta amplitude about threefold), so that the demo's tiny EEGPT, trained from random
