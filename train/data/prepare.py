@@ -32,10 +32,9 @@ each, so memory does not grow with the dataset), each into its own shard written
 folder and renamed into place when complete. A rerun after an interruption skips finished
 shards and gives the same dataset, byte for byte in its values. ``--out`` is held by one run at a
 time (``train.io.output_lock``), a worker ends when a killed ``prepare`` does, and a non-empty
-``--out`` that ``prepare`` did not write is refused unless ``--overwrite``.
-The features are measured
-clip by clip in the same pass (the shards hold them as measured); assembling the shards turns
-them into z-scores per subject and session.
+``--out`` that ``prepare`` did not write is refused unless ``--overwrite``. The features are
+measured clip by clip in the same pass (the shards hold them as measured); assembling the shards
+turns them into z-scores per subject and session.
 """
 
 from __future__ import annotations
