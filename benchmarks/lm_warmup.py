@@ -39,6 +39,7 @@ def qa_texts(count: int, seed: int):
 
     from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
     from train.stages.lm_warmup import chat_texts
+    from train.data.features import FEATURE_NAMES
     from train.data.qa import EMOTIONS, build_qa_sets, qa_features
     from train.tokenizer import build_qwen3_tokenizer
 
@@ -47,14 +48,16 @@ def qa_texts(count: int, seed: int):
     for split, size in (("train", 280), ("test", 70)):
         emotions = [EMOTIONS[i % len(EMOTIONS)] for i in range(size)]
         intensity = torch.rand(size, generator=rng).tolist()
-        segments[split] = {"id": [f"{split}-{i}" for i in range(size)], "emotion": emotions, "intensity": intensity}
+        scores = torch.randn(len(FEATURE_NAMES), size, generator=rng).tolist()
+        segments[split] = {"id": [f"{split}-{i}" for i in range(size)], "emotion": emotions, "intensity": intensity,
+                           **dict(zip(FEATURE_NAMES, scores))}
     sizes = {"train": count, "stage3": 0, "test_multi": 0, "test_esr": 0}
     rows = build_qa_sets(segments["train"], segments["test"], sizes=sizes, seed=seed)["train"]
     qa = Dataset.from_list(rows, features=qa_features())
     tokenizer = build_qwen3_tokenizer()
     processor = E2LLMProcessor(E2LLMFeatureExtractor(), tokenizer)
-    emotion_of = dict(zip(segments["train"]["id"], segments["train"]["emotion"]))
-    return chat_texts(qa, processor, emotion_of), tokenizer
+    words = {segment: [emotion] for segment, emotion in zip(segments["train"]["id"], segments["train"]["emotion"])}
+    return chat_texts(qa, processor, words), tokenizer
 
 
 def encode(texts, tokenizer):

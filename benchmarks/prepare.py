@@ -7,9 +7,13 @@ in a fresh process so peak memory is its own:
 
 - baseline: a straightforward per-clip MNE script: crop each clip, load it, `filter(0.1, 70)`,
   `notch_filter(50)`, `resample(256)`, pick the 58 electrodes, average reference, cut 10 s
-  segments, save them with `datasets`;
+  segments, measure their features (`train.data.features.measure_features`, per clip), save them
+  with `datasets`;
 - prepare, 1 worker and `--num-workers` workers: `train.data.prepare.prepare(..., source="raw")`,
-  segments and a small QA set;
+  segments with their measured features and a small QA set;
+- prepare, 1 worker, with the feature measurement replaced by zeros: what the features cost
+  (`e2llm prepare` measures them in the same pass, clip by clip), printed as the ratio of the
+  two runs' throughputs;
 - prepare from the same subjects' `EEG_preprocessed/*.mat` (200 Hz, already filtered), the form
   most users of SEED-VII start from.
 
@@ -109,6 +113,7 @@ def baseline(root: str, out: str) -> None:
     from datasets import Dataset
 
     from processing_e2llm import EEGPT_58_CHANNELS
+    from train.data.features import FEATURE_NAMES, measure_features
     from train.data.prepare import segment_features
     from train.data.qa import EMOTIONS
     from train.data.seed_vii import clip_bounds_from_annotations, clip_emotion, video_number
@@ -126,12 +131,18 @@ def baseline(root: str, out: str) -> None:
                 clip.set_eeg_reference("average", verbose="error")
                 data = clip.get_data(units="mV").astype(np.float32)
                 video = video_number(session, index)
-                for segment in range(data.shape[1] // 2560):
+                count = data.shape[1] // 2560
+                if not count:
+                    continue
+                segments = data[:, : count * 2560].reshape(len(EEGPT_58_CHANNELS), count, 2560).transpose(1, 0, 2)
+                measured = measure_features(segments, 256.0, EEGPT_58_CHANNELS)
+                for segment in range(count):
                     yield {
                         "id": f"s{subject:02d}_v{video:02d}_{segment:03d}",
-                        "eeg": data[:, segment * 2560 : (segment + 1) * 2560],
+                        "eeg": segments[segment],
                         "subject": subject, "session": session, "video": video, "segment": segment,
                         "emotion": clip_emotion(video), "label": EMOTIONS.index(clip_emotion(video)), "intensity": None,
+                        **dict(zip(FEATURE_NAMES, measured[segment].tolist())),
                     }  # fmt: skip
 
     Dataset.from_generator(rows, features=segment_features(), cache_dir=out).save_to_disk(str(Path(out) / "segments"))
@@ -142,6 +153,19 @@ def run_prepare(root: str, out: str, num_workers: int, source: str = "raw") -> N
 
     sizes = {"train": 200, "stage3": 50, "test_multi": 30, "test_esr": 10}
     prepare("seed-vii", root, out, source=source, num_workers=num_workers, sizes=sizes)
+
+
+def run_prepare_unmeasured(root: str, out: str, num_workers: int) -> None:
+    """`run_prepare` with every feature left at zero instead of measured: the cost of the features."""
+    import numpy as np
+
+    from train.data import features
+
+    def zeros(segments, sampling_rate, channel_names):
+        return np.zeros((len(segments), len(features.FEATURE_NAMES)))
+
+    features.measure_features = zeros
+    run_prepare(root, out, num_workers)
 
 
 def _with_default_start_method(function, *args):
@@ -182,6 +206,7 @@ def main() -> int:
     results, cpu = {}, {}
     for name, function, extra in (
         ("baseline: per-clip MNE script", baseline, ()),
+        ("prepare, 1 worker, no features", run_prepare_unmeasured, (1,)),
         ("prepare, 1 worker", run_prepare, (1,)),
         (f"prepare, {args.num_workers} workers", run_prepare, (args.num_workers,)),
     ):
@@ -195,6 +220,9 @@ def main() -> int:
         print(f"{name:32s} {seconds:7.1f} s wall  {clip_seconds / seconds:6.1f} EEG-s/s  x{ratio:5.2f} vs baseline  "
               f"{cpu_seconds:6.1f} CPU-s  {clip_seconds / cpu_seconds:6.1f} EEG-s per CPU-s  x{cpu_ratio:5.2f}  "
               f"peak memory {peak:6.0f} MiB (process and workers)")
+    with_features, without = "prepare, 1 worker", "prepare, 1 worker, no features"
+    print(f"the features measured in the same pass keep {100 * results[without] / results[with_features]:.1f} % of "
+          f"the throughput without them ({100 * cpu[without] / cpu[with_features]:.1f} % in CPU time)")
     rate = clip_seconds / min(results.values())
     print(f"projection for all of SEED-VII ({SEED_VII_CLIP_SECONDS / 3600:.1f} h of clips) from EEG_raw, this run's "
           f"fastest wall rate scaled: {SEED_VII_CLIP_SECONDS / rate / 60:.1f} min at {rate:.0f} EEG-s/s")

@@ -33,7 +33,9 @@ def test_demo_evaluates_every_task_at_its_size(demo_run):
     assert {p["task"] for p in predictions} == {"IED", "EPC", "ESS", "EIM", "ESR"}
     assert (demo_run / "eval" / "tables.md").read_text().count("Random") >= 2
     assert (demo_run / "eval" / "confusion_matrix.png").stat().st_size > 0
-    assert results  # the tables above are rendered from it
+    assert (demo_run / "eval" / "attribution.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(json.loads((demo_run / "eval" / "attribution.json").read_text())["attribution"]) == 58
+    assert all("faithfulness" in results[task] for task in ("IED", "EPC", "ESS", "EIM", "ESR"))
 
 
 def test_demo_publishes_a_folder_with_code_weights_and_card(demo_run):
@@ -53,6 +55,6 @@ def test_demo_explains_a_test_eeg_from_the_reloaded_folder(demo_run):
 def test_demo_run_again_continues_after_the_finished_steps(demo_run, capsys):
     assert demo.main(["--out", str(demo_run), "--size", "smoke"]) == 0
     printed = capsys.readouterr().out
-    for step in ("data", "prepared", "stage1", "lm-warmup", "stage2", "stage3", "eval", "hub"):
+    for step in ("data", "prepared", "stage1", "lm-warmup", "stage2", "stage3", "eval", "attribution", "hub"):
         assert f"{step}/ already done, skipped" in printed
     assert "$ e2llm" not in printed

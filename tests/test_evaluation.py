@@ -20,6 +20,7 @@ def prepared(tmp_path_factory):
     """A prepared folder as `e2llm prepare` writes it: one test segment per emotion, small QA sets."""
     from datasets import Dataset, DatasetDict
 
+    from train.data.features import FEATURE_NAMES
     from train.data.prepare import segment_features
     from train.data.qa import build_qa_sets, qa_features
 
@@ -33,13 +34,14 @@ def prepared(tmp_path_factory):
             "subject": [1] * len(emotions), "session": [1] * len(emotions), "video": list(range(1, len(emotions) + 1)),
             "segment": [0] * len(emotions), "emotion": emotions, "label": [EMOTIONS.index(e) for e in emotions],
             "intensity": list(rng.uniform(0, 1, len(emotions))),
+            **{name: list(rng.normal(0, 1.2, len(emotions))) for name in FEATURE_NAMES},
         }  # fmt: skip
     folder = tmp_path_factory.mktemp("prepared")
     DatasetDict({k: Dataset.from_dict(v, features=segment_features()) for k, v in splits.items()}).save_to_disk(
         str(folder / "segments")
     )
     sets = build_qa_sets(
-        *(({k: splits[s][k] for k in ("id", "emotion", "intensity")}) for s in ("train", "test")),
+        *(({k: v for k, v in splits[s].items() if k != "eeg"}) for s in ("train", "test")),
         sizes={"train": 4, "stage3": 2, "test_multi": 6, "test_esr": 2},
     )
     DatasetDict({k: Dataset.from_list(v, features=qa_features()) for k, v in sets.items()}).save_to_disk(
@@ -227,6 +229,52 @@ def test_reading_predictions_drops_a_line_cut_short(tmp_path):
     assert evaluation.read_predictions(path) == [{"id": "a", "task": "IED"}]
 
 
+# ----------------------------------------------------------------------------- faithfulness
+
+SCORES = {
+    "a": {"power_alpha_occipital": -1.5, "power_beta_frontal": 0.2, "asymmetry_alpha_frontal": 1.0},
+    "b": {"power_alpha_occipital": 0.8, "power_beta_frontal": 1.4, "asymmetry_alpha_frontal": -0.1},
+    "c": {"power_alpha_occipital": -0.9, "power_beta_frontal": -1.0, "asymmetry_alpha_frontal": 0.7},
+}
+
+
+def test_each_claim_is_read_back_and_checked_against_the_described_eeg():
+    row = {"task": "EPC", "segment_ids": ["a", "b"], "text": (
+        "The question is about fear.\nEEG 1: alpha is reduced over the occipital sites; frontal alpha is higher on "
+        "the right. This suggests fear.\nEEG 2: there is less alpha over the occipital region and the frontal sites "
+        "show more beta. This suggests anger.\nEEG 3: beta is raised over the frontal region.\nAnswer: more")}
+    judged = evaluation.judge_claims(row, SCORES)
+    assert [(c["eeg"], c["feature"], c["direction"], c["true"]) for c in judged] == [
+        (1, "power_alpha_occipital", -1, True),
+        (1, "asymmetry_alpha_frontal", 1, True),
+        (2, "power_alpha_occipital", -1, False),  # b's occipital alpha is raised
+        (2, "power_beta_frontal", 1, True),
+        (3, "power_beta_frontal", 1, False),  # there is no EEG 3
+    ]
+    assert judged[0]["segment"] == "a" and judged[0]["z"] == -1.5 and judged[4]["segment"] is None
+
+
+def test_faithfulness_sets_the_models_claims_beside_those_copied_from_the_same_emotion():
+    def row(segment, text):
+        r = {"task": "IED", "segment_ids": [segment], "text": text}
+        return {**r, "claims": evaluation.judge_claims(r, SCORES)}
+
+    rows = [
+        row("a", "The EEG: alpha is reduced over the occipital sites. Answer: sad"),
+        row("b", "The EEG: beta is raised over the frontal sites. Answer: sad"),
+        row("c", "The EEG: there is less beta over the frontal region and frontal alpha is higher on the right."),
+    ]
+    emotion_of = {"a": "sad", "b": "sad", "c": "fear"}
+    figures = evaluation.score_faithfulness(rows, SCORES, emotion_of)["IED"]
+    assert figures["claims_per_explanation"] == pytest.approx(4 / 3)
+    assert figures["claim_precision"] == 100.0 and figures["all_true"] == 100.0
+    # a gets b's claim (beta raised: a's is 0.2, false), b gets a's (alpha reduced: b's is raised,
+    # false); c has no other fear EEG and no baseline.
+    assert figures["baseline_eegs"] == 2
+    assert figures["baseline_claim_precision"] == 0.0 and figures["baseline_all_true"] == 0.0
+    assert figures["gap"] == 100.0
+
+
 # ----------------------------------------------------------------------------- generation
 
 
@@ -270,6 +318,18 @@ def test_table_4_names_each_runs_split_and_its_leak(evaluated, tmp_path):
     table = evaluation.compare([evaluated], tmp_path)
     assert "| Average | Split (test segments from trained clips) |" in table
     assert "| paper (100.0 %) |" in table
+
+
+def test_every_prediction_carries_its_judged_claims_and_results_their_faithfulness(evaluated):
+    rows = _rows(evaluated / "predictions.jsonl")
+    results = json.loads((evaluated / "results.json").read_text())
+    for row in rows:
+        assert isinstance(row["claims"], list) and row["segment_ids"]
+        assert set(results[row["task"]]["faithfulness"]) >= {
+            "claims_per_explanation", "claim_precision", "all_true", "baseline_claim_precision", "baseline_all_true", "gap"
+        }  # fmt: skip
+        assert results[row["task"]]["faithfulness"]["claims_per_explanation"] == len(row["claims"])
+    assert "Faithfulness of the explanations" in (evaluated / "tables.md").read_text()
 
 
 def test_evaluate_writes_tables_and_the_confusion_matrix(evaluated):

@@ -25,7 +25,12 @@ def results():
     rows += [{"task": "EPC", "gold": "more", "predicted": "more"}, {"task": "ESS", "gold": "EEG 1", "predicted": None}]
     rows += [{"task": "EIM", "gold": "A=EEG 1, B=EEG 2, C=EEG 3", "predicted": "A=EEG 1, B=EEG 2, C=EEG 3"}]
     rows += [{"task": "ESR", "gold": "EEG 2", "predicted": "EEG 2"}]
-    return {"name": "run", **score_predictions(rows, EMOTIONS)}
+    results = score_predictions(rows, EMOTIONS)
+    results["IED"]["faithfulness"] = {
+        "explanations": 7, "claims_per_explanation": 2.0, "claim_precision": 81.25, "all_true": 57.14,
+        "baseline_claim_precision": 52.5, "baseline_all_true": 14.29, "gap": 28.75,
+    }  # fmt: skip
+    return {"name": "run", **results}
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +62,9 @@ def test_card_model_index_holds_every_figure_of_the_run(card, results):
         ("ESS", "accuracy"): 0.0,
         ("EIM", "accuracy"): 100.0,
         ("ESR", "accuracy"): 100.0,
+        ("IED", "claim_precision"): 81.25,
+        ("IED", "all_true"): 57.14,
+        ("IED", "baseline_claim_precision"): 52.5,
     }
     assert {r.dataset_name for r in card.data.eval_results} == {"SEED-VII"}
     assert {r.dataset_split for r in card.data.eval_results} == {"test_ied", "test_multi", "test_esr"}
@@ -84,6 +92,13 @@ def test_card_has_the_section(card, section):
 def test_card_usage_loads_the_repository_with_remote_code(card):
     assert 'AutoModel.from_pretrained("my-org/e2llm-qwen3-8b", trust_remote_code=True)' in card.text
     assert 'AutoProcessor.from_pretrained("my-org/e2llm-qwen3-8b", trust_remote_code=True)' in card.text
+
+
+def test_card_says_what_the_faithfulness_score_means_and_does_not_prove(card):
+    text = card.text.replace("\n", " ")
+    assert "| IED | 7 | 2.00 | 81.25 | 57.14 | 52.50 | 14.29 | 28.75 |" in card.text
+    for phrase in ("same-emotion baseline", "claim precision", "What it does not prove", "attribution maps"):
+        assert phrase in text, phrase
 
 
 def test_card_states_limitations_and_forbidden_uses(card):

@@ -42,4 +42,5 @@ def test_quickstart_notebook_runs_and_answers(tiny_e2llm_folder, recording, tmp_
     assert "eeg_channel_ids (5, 58)" in printed
     assert "E2LLMForConditionalGeneration" in printed
     figures = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if "image/png" in o.get("data", {})]
-    assert len(figures) == 1
+    assert len(figures) == 2  # the explanation beside its attribution map, and the windows read
+    assert "strongest electrodes:" in printed

@@ -15,7 +15,9 @@ from train.data.prepare import PAPER_TEST_FRACTION, list_jobs, main, split_indic
 from train.data.qa import EMOTIONS
 from train.data.recordings import Clip, cut_segments, filter_pad_seconds, raw_clip_eeg, raw_clips_eeg
 from train.data.seed_vii import SEED_VII_CHANNELS, clip_emotion
-from train.data.synthesize import synthesize, synthesize_subject_raw
+from train.data.claims import salient_claims
+from train.data.features import BANDS, FEATURE_NAMES, REGIONS, measure_features
+from train.data.synthesize import emotion_patterns, synthesize, synthesize_subject_raw
 
 QA_SIZES = ["--qa-train", "28", "--qa-stage3", "7", "--qa-test-multi", "6", "--qa-test-esr", "3"]
 
@@ -169,6 +171,79 @@ def test_paper_split_is_stratified_by_emotion(prepared):
     test = segments["test"]["emotion"]
     assert len(test) == sum(round(PAPER_TEST_FRACTION * n) for n in (24, 24, 16, 24, 24, 24, 24))
     assert set(segments["train"]["id"]).isdisjoint(segments["test"]["id"])
+
+
+def _all_segments(prepared) -> tuple[dict, np.ndarray]:
+    """Every segment's metadata and feature columns as arrays, and their EEG ``(n, 58, 2560)``."""
+    from datasets import concatenate_datasets
+
+    segments = load_from_disk(str(prepared / "segments"))
+    everything = concatenate_datasets([segments["train"], segments["test"]]).with_format("numpy")
+    columns = {name: np.asarray(everything[name]) for name in ("subject", "session", "emotion", *FEATURE_NAMES)}
+    return columns, np.asarray(everything["eeg"], dtype=np.float64)
+
+
+def test_feature_columns_are_the_direct_mne_computation_z_scored_within_subject_and_session(prepared):
+    everything, eeg = _all_segments(prepared)
+    rows = np.flatnonzero((everything["subject"] == 2) & (everything["session"] == 3))
+    eeg = eeg[rows]
+    occipital = [EEGPT_58_CHANNELS.index(n) for n in REGIONS["occipital"] if n in EEGPT_58_CHANNELS]
+    f4, f3 = EEGPT_58_CHANNELS.index("F4"), EEGPT_58_CHANNELS.index("F3")
+    direct = {"power_alpha_occipital": [], "de_beta_frontal": [], "f4_f3_alpha": []}
+    frontal = [EEGPT_58_CHANNELS.index(n) for n in REGIONS["frontal"] if n in EEGPT_58_CHANNELS]
+    for segment in eeg:
+        raw = mne.io.RawArray(segment, mne.create_info(list(EEGPT_58_CHANNELS), 256.0, "eeg"), verbose="error")
+        spectrum = raw.compute_psd(method="welch", fmin=1, fmax=45, n_fft=512, n_overlap=256, verbose="error")
+        psd, freqs = spectrum.get_data(return_freqs=True)
+        def band(low, high):
+            return psd[:, (freqs >= low) & (freqs < high)].sum(axis=1) * (freqs[1] - freqs[0])
+        alpha, beta = band(8, 13), band(13, 30)
+        direct["power_alpha_occipital"].append(np.log(alpha[occipital].mean()))
+        direct["de_beta_frontal"].append(np.mean(0.5 * np.log(2 * np.pi * np.e * beta[frontal])))
+        direct["f4_f3_alpha"].append(np.log(alpha[f4]) - np.log(alpha[f3]))
+    measured = measure_features(eeg, 256.0, EEGPT_58_CHANNELS)
+    for name in ("power_alpha_occipital", "de_beta_frontal"):
+        assert measured[:, FEATURE_NAMES.index(name)] == pytest.approx(direct[name], rel=1e-5)
+        values = np.asarray(direct[name])
+        stored = everything[name][rows]
+        assert stored == pytest.approx((values - values.mean()) / values.std(), abs=1e-4)
+    # The asymmetry averages seven mirror pairs; F4/F3, the classic one, moves with it.
+    asymmetry = everything["asymmetry_alpha_frontal"][rows]
+    assert np.corrcoef(asymmetry, direct["f4_f3_alpha"])[0, 1] > 0.5
+    scores = np.stack([everything[name] for name in FEATURE_NAMES], axis=1)
+    assert np.abs(scores[rows].mean(axis=0)).max() < 1e-4 and np.abs(scores[rows].std(axis=0) - 1).max() < 1e-3
+
+
+def test_features_follow_the_synthetic_emotion_signatures(prepared):
+    """Mean z-score per emotion against the generator's own emotion pattern, region by region."""
+    everything, _ = _all_segments(prepared)
+    patterns = emotion_patterns(SEED_VII_CHANNELS)
+    agreement = []
+    for band in ("alpha", "beta", "gamma"):
+        for region, members in REGIONS.items():
+            channels = [SEED_VII_CHANNELS.index(n) for n in members if n in SEED_VII_CHANNELS]
+            truth = [patterns[e][channels, BANDS.index(band)].mean() for e in EMOTIONS]
+            if np.std(truth) < 0.3:  # no emotion moves this band over this region much
+                continue
+            measured = [everything[f"power_{band}_{region}"][everything["emotion"] == e].mean() for e in EMOTIONS]
+            agreement.append(np.corrcoef(truth, measured)[0, 1])
+    assert len(agreement) >= 10 and np.median(agreement) > 0.8 and min(agreement) > 0.3
+    approach = everything["asymmetry_alpha_frontal"][np.isin(everything["emotion"], ["happy", "anger"])].mean()
+    withdrawal = everything["asymmetry_alpha_frontal"][np.isin(everything["emotion"], ["fear", "disgust"])].mean()
+    assert approach > 0.5 > -0.5 > withdrawal
+
+
+def test_features_vary_within_an_emotion_so_copied_claims_are_often_false(prepared):
+    everything, _ = _all_segments(prepared)
+    scores = [{name: float(everything[name][row]) for name in FEATURE_NAMES} for row in range(len(everything["emotion"]))]
+    emotions = everything["emotion"]
+    held = total = 0
+    for row, own in enumerate(scores):
+        donor = next(r for r in range(row + 1, row + len(scores)) if emotions[r % len(scores)] == emotions[row])
+        claims = salient_claims(scores[donor % len(scores)])
+        assert all(claim.holds(own) for claim in salient_claims(own))
+        held, total = held + sum(claim.holds(own) for claim in claims), total + len(claims)
+    assert 0.3 < held / total < 0.7
 
 
 def test_qa_sets_are_written_beside_the_segments(prepared):

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from train.data import qa
+from train.data.claims import Claim, read_explanation, salient_claims
+from train.data.features import FEATURE_NAMES
 from train.data.qa import EMOTIONS, TASKS, build_qa_sets, parse_answer
 
 SIZES = {"train": 280, "stage3": 56, "test_multi": 60, "test_esr": 21}
@@ -18,7 +20,9 @@ def _segments(prefix: str, per_emotion: int, with_intensity: bool, seed: int = 0
     rng = np.random.default_rng(seed)
     emotions = [e for e in EMOTIONS for _ in range(per_emotion)]
     intensity = rng.uniform(0, 1, len(emotions)).tolist() if with_intensity else [None] * len(emotions)
-    return {"id": [f"{prefix}{i}" for i in range(len(emotions))], "emotion": emotions, "intensity": intensity}
+    scores = rng.normal(0, 1.2, (len(FEATURE_NAMES), len(emotions)))
+    return {"id": [f"{prefix}{i}" for i in range(len(emotions))], "emotion": emotions, "intensity": intensity,
+            **{name: column.tolist() for name, column in zip(FEATURE_NAMES, scores)}}
 
 
 @pytest.fixture(scope="module")
@@ -101,18 +105,47 @@ def test_ied_answers_are_the_segment_emotion(sets, segments):
     assert all(s["answer"] == emotion_of[s["segment_ids"][0]] for s in sets["test_ied"])
 
 
-def test_ess_answer_points_at_the_only_or_strongest_eeg_of_the_asked_emotion(segments):
-    pool_emotion = dict(zip(segments[0]["id"], segments[0]["emotion"]))
+def _ess_form(sample) -> tuple[str, str]:
+    """(form, asked emotion) of an ESS sample, from its question."""
+    question = sample["messages"][1]["content"][-1]["text"]
+    for emotion in EMOTIONS:
+        if qa.LEAST[emotion] in question or f"least {qa.NOUN[emotion]}" in question:
+            return "weakest", emotion
+    return "strongest", next(e for e in EMOTIONS if qa.SUPERLATIVE[e] in question or qa.NOUN[e] in question)
+
+
+def test_ess_answer_points_at_the_eeg_showing_the_asked_emotion_most_strongly_or_most_weakly(segments):
+    emotion_of = dict(zip(segments[0]["id"], segments[0]["emotion"]))
     intensity = dict(zip(segments[0]["id"], segments[0]["intensity"]))
-    sets = build_qa_sets(*segments, sizes={"train": 400, "stage3": 0, "test_multi": 0, "test_esr": 0}, seed=1)
+    sets = build_qa_sets(*segments, sizes={"train": 800, "stage3": 0, "test_multi": 0, "test_esr": 0}, seed=1)
+    forms = Counter()
     for sample in (s for s in sets["train"] if s["task"] == "ESS"):
-        question = sample["messages"][1]["content"][-1]["text"]
-        asked = next(e for e in EMOTIONS if qa.SUPERLATIVE[e] in question or qa.NOUN[e] in question)
+        form, asked = _ess_form(sample)
+        forms[form] += 1
         chosen = sample["segment_ids"][int(sample["answer"][-1]) - 1]
-        assert pool_emotion[chosen] == asked
-        for other in sample["segment_ids"]:
-            if other != chosen and pool_emotion[other] == asked:
-                assert intensity[chosen] > intensity[other]
+        others = [other for other in sample["segment_ids"] if other != chosen]
+        showing = [other for other in others if emotion_of[other] == asked]
+        if form == "strongest":
+            assert emotion_of[chosen] == asked
+            assert all(intensity[chosen] > intensity[other] for other in showing)
+        elif emotion_of[chosen] == asked:
+            assert len(showing) == 2 and all(intensity[chosen] < intensity[other] for other in showing)
+        else:
+            assert len(showing) == 2
+    # The paper gives no proportion of the two forms: half each (alternating every round of emotions).
+    assert sum(forms.values()) == 200 and abs(forms["strongest"] - forms["weakest"]) <= len(EMOTIONS)
+
+
+def test_ess_weakest_questions_and_answers_round_trip_through_parse_answer(segments):
+    sets = build_qa_sets(*segments, sizes={"train": 400, "stage3": 0, "test_multi": 60, "test_esr": 0}, seed=5)
+    weakest = [s for s in sets["train"] + sets["test_multi"] if s["task"] == "ESS" and _ess_form(s)[0] == "weakest"]
+    assert len(weakest) >= 50
+    assert {s["answer"] for s in weakest} == {"EEG 1", "EEG 2", "EEG 3"}
+    for sample in weakest:
+        form, asked = _ess_form(sample)
+        reply = _final_text(sample)
+        assert f"{sample['answer']} " in reply.split("\n")[-2] and f"the least {qa.NOUN[asked]}" in reply
+        assert parse_answer("ESS", reply) == sample["answer"]
 
 
 def test_epc_same_emotion_pairs_are_ordered_by_intensity(segments):
@@ -144,7 +177,15 @@ def _emotions_of(sample, segments) -> list[str]:
     return [emotion[i] for i in sample["segment_ids"]]
 
 
-def test_chain_of_thought_names_and_checks_each_eeg(sets, segments):
+def _scores(segments) -> dict[str, dict[str, float]]:
+    scores = {}
+    for columns in segments:
+        for row, segment_id in enumerate(columns["id"]):
+            scores[segment_id] = {name: columns[name][row] for name in FEATURE_NAMES}
+    return scores
+
+
+def test_chain_of_thought_describes_reads_and_checks_each_eeg(sets, segments):
     counted = Counter()
     for sample in sets["train"]:
         if sample["task"] not in ("EPC", "ESS"):
@@ -153,16 +194,53 @@ def test_chain_of_thought_names_and_checks_each_eeg(sets, segments):
         sought = re.fullmatch(r"The question is about ([a-z ]+)\.", lines[0])[1]
         checks = lines[1 : 1 + len(emotions)]
         for number, (emotion, line) in enumerate(zip(emotions, checks), start=1):
-            assert line.startswith(f"EEG {number} shows {qa.NOUN[emotion]}: ")
             noun = qa.NOUN[emotion]
-            mark = re.search(rf"\. Seen {noun}, asked {sought}: EEG {number} (fits|fits less|does not fit)\.$", line)[1]
+            assert line.startswith(f"EEG {number}: ")
+            reading = re.search(rf"\. (?:{'|'.join(qa.READING_LEADS)}) {noun}, ([^.]+)\. ", line)[1]
+            assert reading in qa.READINGS[emotion]
+            mark = re.search(
+                rf" EEG {number} shows {noun} and the question is about {sought}, so it "
+                r"(fits|fits, but less strongly|does not fit)\.$", line
+            )[1]
             assert (mark != "does not fit") == (noun == sought)
             counted[mark] += 1
         assert lines[-1] == f"Answer: {sample['answer']}"
-        if sample["task"] == "ESS":
-            fitting = [n for n, line in enumerate(checks, start=1) if line.endswith(" fits.")]
-            assert [f"EEG {n}" for n in fitting] == [sample["answer"]]
-    assert counted["fits"] and counted["does not fit"] and counted["fits less"]
+    assert counted["fits"] and counted["does not fit"] and counted["fits, but less strongly"]
+
+
+def test_each_description_states_the_salient_measured_features_of_its_own_segment(sets, segments):
+    scores = _scores(segments)
+    described = 0
+    for rows in sets.values():
+        for sample in rows:
+            texts = [c["text"] for m in sample["messages"] if m["role"] == "assistant" for c in m["content"]]
+            claims = read_explanation(" ".join(texts))
+            for number, segment_id in enumerate(sample["segment_ids"], start=1):
+                expected = salient_claims(scores[segment_id])
+                assert sorted(claims.get(number, []), key=str) == sorted(expected, key=str)
+                described += bool(expected)
+    assert described > 500
+
+
+def test_two_segments_of_one_emotion_with_different_features_are_described_differently():
+    columns = _segments("s", 2, False)
+    for name in FEATURE_NAMES:
+        columns[name] = [0.0] * len(columns["id"])
+    first, second = columns["id"].index("s0"), columns["id"].index("s1")  # both happy
+    columns["power_alpha_occipital"][first] = -2.0
+    columns["power_beta_frontal"][second] = 2.0
+    ied = {s["segment_ids"][0]: _final_text(s) for s in build_qa_sets(columns, columns, sizes={
+        "train": 0, "stage3": 0, "test_multi": 0, "test_esr": 0})["test_ied"]}  # fmt: skip
+    assert read_explanation(ied["s0"]) == {1: [Claim("power_alpha_occipital", -1)]}
+    assert read_explanation(ied["s1"]) == {1: [Claim("power_beta_frontal", 1)]}
+    assert "happiness" in ied["s0"] and "happiness" in ied["s1"]
+
+
+def test_chain_of_thought_needs_the_measured_features():
+    plain = {key: values for key, values in _segments("a", 3, False).items() if key in ("id", "emotion", "intensity")}
+    with pytest.raises(ValueError, match="measured feature columns"):
+        build_qa_sets(plain, plain, sizes={"train": 4, "stage3": 0, "test_multi": 0, "test_esr": 0})
+    assert build_qa_sets(plain, plain, sizes={"train": 4, "stage3": 0, "test_multi": 3, "test_esr": 0}, cot=False)
 
 
 def test_eim_reasoning_checks_the_eegs_in_turn_until_one_shows_what_the_scenario_calls_for(sets, segments):
@@ -176,7 +254,7 @@ def test_eim_reasoning_checks_the_eegs_in_turn_until_one_shows_what_the_scenario
                 rf"{letter}\. {re.escape(scenario)} This calls for ([a-z ]+)\. (.+) So {letter}=EEG (\d)\.", line
             ).groups()
             expected = [
-                f"EEG {n}: seen {qa.NOUN[e]}, asked {need}: {'yes' if n == int(number) else 'no'}."
+                f"EEG {n} shows {qa.NOUN[e]}, the scenario needs {need}: {'yes' if n == int(number) else 'no'}."
                 for n, e in enumerate(emotions[: int(number)], start=1)
             ]
             assert checks == " ".join(expected)
@@ -186,11 +264,16 @@ def test_eim_reasoning_checks_the_eegs_in_turn_until_one_shows_what_the_scenario
         assert ", ".join(pairs) == sample["answer"] and lines[6] == f"Answer: {sample['answer']}"
 
 
-def test_no_cot_keeps_only_the_answer_line(segments):
+def test_no_cot_keeps_only_the_answer_line_and_asks_for_no_explanation(segments):
     sets = build_qa_sets(*segments, sizes=SIZES, seed=3, cot=False)
     for rows in sets.values():
         for sample in rows:
             assert _final_text(sample) == f"Answer: {sample['answer']}"
+            questions = [c["text"] for m in sample["messages"] if m["role"] == "user" for c in m["content"]
+                         if c["type"] == "text"]  # fmt: skip
+            question = questions[-1] if sample["task"] != "ESR" else " ".join(questions)
+            assert question.endswith(qa.DIRECT_SUFFIX)
+            assert not re.search(r"explain|describe|why", question, re.IGNORECASE), question
 
 
 def test_esr_scenarios_never_appear_in_training_text(segments):

@@ -630,13 +630,13 @@ def test_lm_warmup_writes_each_eeg_span_as_its_segments_emotion(data, qwen3_toke
     from datasets import load_from_disk
 
     from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
-    from train.stages.lm_warmup import chat_texts
+    from train.stages.lm_warmup import chat_texts, segment_span_words
 
     processor = E2LLMProcessor(E2LLMFeatureExtractor(), qwen3_tokenizer)
     qa = load_from_disk(str(data / "qa"))["train"].select(range(8))
     segments = load_from_disk(str(data / "segments"))["train"]
     emotions = dict(zip(segments["id"], segments["emotion"]))
-    texts = chat_texts(qa, processor, emotions)
+    texts = chat_texts(qa, processor, segment_span_words(segments, features=False))
     for row, text in zip(qa, texts):
         spans = re.findall(r"<eeg_start>(.*?)<eeg_end>", text["prompt"])
         assert spans == [f" {emotions[segment]}" * 16 for segment in row["segment_ids"]]
@@ -644,6 +644,33 @@ def test_lm_warmup_writes_each_eeg_span_as_its_segments_emotion(data, qwen3_toke
         assert text["completion"].endswith(f"Answer: {row['answer']}<|im_end|>")
     bare = chat_texts(qa, processor)
     assert all(t["prompt"].count("<eeg>") == 16 * len(r["segment_ids"]) for r, t in zip(qa, bare))
+
+
+def test_lm_warmup_spans_can_carry_the_salient_measured_features_the_explanations_state(data, qwen3_tokenizer):
+    from datasets import load_from_disk
+
+    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+    from train.data.claims import claim_words, read_explanation, salient_claims
+    from train.data.features import FEATURE_NAMES
+    from train.stages.lm_warmup import chat_texts, segment_span_words
+
+    processor = E2LLMProcessor(E2LLMFeatureExtractor(), qwen3_tokenizer)
+    qa = load_from_disk(str(data / "qa"))["train"].select(range(8))
+    segments = load_from_disk(str(data / "segments"))["train"]
+    words = segment_span_words(segments, features=True)
+    columns = segments.select_columns(["id", "emotion", *FEATURE_NAMES]).to_dict()
+    row_of = {segment: row for row, segment in enumerate(columns["id"])}
+    stated = 0
+    for row, text in zip(qa, chat_texts(qa, processor, words)):
+        spans = re.findall(r"<eeg_start>(.*?)<eeg_end>", text["prompt"])
+        stated_claims = read_explanation(text["completion"])
+        for number, (segment, span) in enumerate(zip(row["segment_ids"], spans), start=1):
+            claims = salient_claims({name: columns[name][row_of[segment]] for name in FEATURE_NAMES})
+            assert sorted(stated_claims.get(number, []), key=str) == sorted(claims, key=str)
+            expected = [columns["emotion"][row_of[segment]], *claim_words(claims)]
+            assert span.split() == [expected[i % len(expected)] for i in range(16)]
+            stated += len(claims)
+    assert stated > 0
 
 
 def test_lm_warmup_compact_vocabulary_expands_to_the_same_model_on_its_tokens(tiny_text_config):

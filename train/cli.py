@@ -29,6 +29,7 @@ COMMANDS = {
     "stage3": ("train.stages.stage3", "stage 3: projector + LoRA, chain-of-thought answers"),
     "evaluate": ("train.evaluation.evaluate", "the paper's metrics on the test QA sets"),
     "ablations": ("train.evaluation.ablations", "Table 4 for one size: the ablations' stages, evaluations, comparison"),
+    "attribute": ("train.evaluation.attribution", "the electrodes an answer came from, as a scalp map"),
     "publish": ("train.evaluation.publish", "a complete Hub folder with its model card; optionally upload"),
     "demo": ("train.demo", "the whole pipeline end to end on synthetic data, on the CPU"),
 }

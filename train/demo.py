@@ -14,7 +14,8 @@ Steps, each into its own folder under `--out`:
                 stage 1, one core each, and takes both when stage 1 ends (logs in `logs/`)
 5. `stage2/`    `e2llm stage2`: the projector learns to speak to the language model
 6. `stage3/`    `e2llm stage3`: projector + LoRA on chain-of-thought answers
-7. `eval/`      `e2llm evaluate`: results.json, tables.md, predictions.jsonl, confusion matrix
+7. `eval/`      `e2llm evaluate`: results.json, tables.md, predictions.jsonl, confusion matrix;
+                `e2llm attribute`: attribution.png, the electrodes one test answer came from
 8. `hub/`       `e2llm publish`: the publishable folder with its model card
 9. the `hub/` folder is loaded in a fresh Python process with `AutoModel`/`AutoProcessor`
    (`trust_remote_code=True`, offline), and one EEG's generated analysis is printed beside
@@ -53,8 +54,8 @@ class DemoSize:
     # Extra command-line settings per step, on top of the step's demo recipe.
     overrides: dict[str, list[str]] = field(default_factory=dict)
     max_eval: int | None = None
-    # The longest gold answer, EIM's, is about 250 tokens.
-    max_new_tokens: int = 288
+    # The longest gold answer, EIM's with its three EEGs' measured features, is about 320 tokens.
+    max_new_tokens: int = 352
     # Answers generated together: on the CPU a tiny model's steps cost little more for 32 rows
     # than for 8 (the default demo's evaluation step took 46 s instead of 77, the same answers).
     eval_batch_size: int = 8
@@ -85,7 +86,7 @@ SIZES = {
     ),
 }
 
-STEPS = ("data", "prepared", "stage1", "lm-warmup", "stage2", "stage3", "eval", "hub", "explain")
+STEPS = ("data", "prepared", "stage1", "lm-warmup", "stage2", "stage3", "eval", "attribution", "hub", "explain")
 
 
 class DemoState:
@@ -205,6 +206,10 @@ def _steps(out: Path, size: DemoSize, seed: int) -> dict[str, tuple[str, list[st
         "eval": ("train.evaluation.evaluate", ["--model", str(out / "stage3" / "merged"), "--data", o["prepared"],
                                       "--out", o["eval"], "--max-new-tokens", str(size.max_new_tokens),
                                       "--batch-size", str(size.eval_batch_size), *limits]),
+        "attribution": ("train.evaluation.attribution", ["--model", str(out / "stage3" / "merged"),
+                                                         "--data", o["prepared"], "--out",
+                                                         str(out / "eval" / "attribution.png"),
+                                                         "--max-new-tokens", str(size.max_new_tokens)]),
         "hub": ("train.evaluation.publish", ["--model", o["stage3"], "--results", str(out / "eval" / "results.json"),
                                   "--out", o["hub"], "--base-model", "tiny Qwen3 (demo, random start)"]),
     }
@@ -272,7 +277,7 @@ def _summary(out: Path, state: DemoState, explanation: dict) -> str:
         "stage1": "the emotion-trained EEGPT encoder",
         "stage2": "encoder + projector + language model",
         "stage3": "LoRA adapter, and merged/ the full model",
-        "eval": "results.json, tables.md, predictions.jsonl, confusion_matrix.png",
+        "eval": "results.json, tables.md, predictions.jsonl, confusion_matrix.png, attribution.png",
         "hub": "the publishable folder: AutoModel.from_pretrained(it, trust_remote_code=True)",
     }
     lines += [f"  {out / name}/  {what}" for name, what in where.items()]

@@ -13,7 +13,10 @@ writes
                   ``EEGPT_58_CHANNELS`` order, average reference), ``subject``, ``session``,
                   ``video``, ``segment`` (index within its clip), ``emotion``, ``label`` (index in
                   ``train.data.qa.EMOTIONS``), ``intensity`` (mean continuous label over the segment,
-                  null where unknown)
+                  null where unknown), and the measured features of :mod:`train.data.features`
+                  (``power_alpha_occipital``, ``de_beta_frontal``, ``asymmetry_alpha_frontal``, ...;
+                  61 float32 columns), each a z-score against all segments of the same subject
+                  and session
 ``DIR/qa``        ``DatasetDict`` with ``train``, ``stage3``, ``test_ied``, ``test_multi``,
                   ``test_esr``: ``id``, ``task``, ``messages``, ``segment_ids``, ``answer``
                   (see :mod:`train.data.qa`)
@@ -29,7 +32,9 @@ each, so memory does not grow with the dataset), each into its own shard written
 folder and renamed into place when complete. A rerun after an interruption skips finished
 shards and gives the same dataset, byte for byte in its values. ``--out`` is held by one run at a
 time (``train.io.output_lock``), a worker ends when a killed ``prepare`` does, and a non-empty
-``--out`` that ``prepare`` did not write is refused unless ``--overwrite``.
+``--out`` that ``prepare`` did not write is refused unless ``--overwrite``. The features are
+measured clip by clip in the same pass (the shards hold them as measured); assembling the shards
+turns them into z-scores per subject and session.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from train.children import end_with_parent
-from train.data import qa, seed_vii
+from train.data import features, qa, seed_vii
 from train.data.recordings import (
     SEGMENT_SAMPLES,
     Clip,
@@ -89,6 +94,7 @@ def segment_features():
             "emotion": Value("string"),
             "label": ClassLabel(names=list(qa.EMOTIONS)),
             "intensity": Value("float32"),
+            **{name: Value("float32") for name in features.FEATURE_NAMES},
         }
     )
 
@@ -161,8 +167,14 @@ def _clips_and_eeg(job: Job) -> Iterator[tuple[Clip, np.ndarray]]:
 
 def segment_rows(job: Job) -> Iterator[dict]:
     """The segment rows of one job's recording, clip by clip."""
+    from processing_e2llm import EEGPT_58_CHANNELS, TARGET_SAMPLING_RATE
+
     for clip, eeg in _clips_and_eeg(job):
-        for index, segment, intensity in cut_segments(eeg, clip.intensity):
+        pieces = list(cut_segments(eeg, clip.intensity))
+        if not pieces:
+            continue
+        measured = features.measure_features(np.stack([p[1] for p in pieces]), TARGET_SAMPLING_RATE, EEGPT_58_CHANNELS)
+        for (index, segment, intensity), values in zip(pieces, measured):
             if job.kind.startswith("seed-vii"):
                 segment_id = f"s{job.subject:02d}_v{clip.video:02d}_{index:03d}"
                 session = (clip.video - 1) // seed_vii.CLIPS_PER_SESSION + 1
@@ -179,6 +191,7 @@ def segment_rows(job: Job) -> Iterator[dict]:
                 "emotion": clip.emotion,
                 "label": qa.EMOTIONS.index(clip.emotion),
                 "intensity": intensity,
+                **dict(zip(features.FEATURE_NAMES, values.tolist())),
             }
 
 
@@ -297,15 +310,22 @@ def _save_atomic(dataset_dict, path: Path) -> None:
 
 
 def assemble_segments(jobs: list[Job], shards: Path, out: Path, split: str, test_fraction: float, seed: int):
-    """Concatenate the shards in job order, split them and save ``out/segments``."""
-    from datasets import Dataset, DatasetDict, concatenate_datasets
+    """Concatenate the shards in job order, z-score the features per subject and session, split them
+    and save ``out/segments``."""
+    from datasets import Dataset, DatasetDict, Features, Value, concatenate_datasets
 
     parts = [Dataset.from_file(str(shards / job.key / SHARD_FILE)) for job in jobs]
     parts = [part for part in parts if len(part)]
     if not parts:
         raise ValueError("no 10 s segment came out of the recordings: are the clips shorter than 10 s?")
     everything = concatenate_datasets(parts)
-    meta = everything.select_columns(["subject", "video", "emotion"]).to_dict()
+    meta = everything.select_columns(["subject", "session", "video", "emotion"]).to_dict()
+    columns = everything.select_columns(list(features.FEATURE_NAMES)).with_format("numpy")[:]
+    measured = np.stack([columns[name] for name in features.FEATURE_NAMES], axis=1)
+    scores = features.zscore(measured, [f"{s}-{t}" for s, t in zip(meta["subject"], meta["session"])])
+    zscored = Dataset.from_dict({name: scores[:, i] for i, name in enumerate(features.FEATURE_NAMES)},
+                                features=Features({name: Value("float32") for name in features.FEATURE_NAMES}))
+    everything = concatenate_datasets([everything.remove_columns(list(features.FEATURE_NAMES)), zscored], axis=1)
     train_rows, test_rows = split_indices(meta["subject"], meta["video"], meta["emotion"], split, test_fraction, seed)
     if len(train_rows) == 0 or len(test_rows) == 0:
         raise ValueError(
@@ -327,12 +347,11 @@ def build_qa(out: Path, sizes: dict, cot: bool, seed: int) -> None:
     from datasets import Dataset, DatasetDict, load_from_disk
 
     segments = load_from_disk(str(out / "segments"))
-    columns = {
-        name: segments[name].select_columns(["id", "emotion", "intensity"]).to_dict() for name in ("train", "test")
-    }
+    wanted = ["id", "emotion", "intensity", *(features.FEATURE_NAMES if cot else ())]
+    columns = {name: segments[name].select_columns(wanted).to_dict() for name in ("train", "test")}
     sets = qa.build_qa_sets(columns["train"], columns["test"], sizes=sizes, cot=cot, seed=seed)
-    features = qa.qa_features()
-    _save_atomic(DatasetDict({name: Dataset.from_list(rows, features=features) for name, rows in sets.items()}),
+    schema = qa.qa_features()
+    _save_atomic(DatasetDict({name: Dataset.from_list(rows, features=schema) for name, rows in sets.items()}),
                  out / "qa")
 
 

@@ -2,22 +2,29 @@
 
 Every sample is a chat (``messages``) whose user turn holds the EEG as ``{"type": "eeg"}``
 items, one per 10 s segment, in the order of ``segment_ids``; the assistant turn first
-describes each EEG's state in one sentence, then concludes, and ends with a final line
-``Answer: <canonical answer>`` that :func:`parse_answer` reads back. ``--no-cot`` keeps only
-that final line. Stored in a ``datasets`` table, an EEG item reads back as
+describes each EEG, then concludes, and ends with a final line ``Answer: <canonical answer>``
+that :func:`parse_answer` reads back. ``--no-cot`` keeps only that final line, and its
+questions ask for the answer alone. Stored in a ``datasets`` table, an EEG item reads back as
 ``{"type": "eeg", "text": None}``.
 
-The reasoning is written so that each step needs one small look back, which a small language
-model learns from a few thousand examples: each EEG's sentence names its emotion first
-(``EEG 2 shows sadness: <its EEG signs>.``), and every check of an EEG against the emotion asked
-about writes the two side by side right before its verdict, so the verdict compares neighbours
-rather than words a sentence apart. EPC and ESS restate the emotion asked about on the first
-line and end each EEG's sentence with its check (``Seen sadness, asked sadness: EEG 2 fits.``,
-``Seen fear, asked sadness: EEG 1 does not fit.``, ``... EEG 3 fits less.`` when two show it and
-this one more weakly), so the answer repeats the EEG that fits. EIM repeats each scenario, names
-the emotion it calls for and checks the EEGs in turn until one shows it
-(``A. <scenario> This calls for sadness. EEG 1: seen fear, asked sadness: no. EEG 2: seen
-sadness, asked sadness: yes. So A=EEG 2.``).
+The chain of thought is grounded in the EEG. Each EEG's description states its most salient
+measured features (:mod:`train.data.features`: band power by scalp region and frontal alpha
+asymmetry, z-scored against the person's own session), chosen and worded by
+:mod:`train.data.claims` from that segment's own values, never from its label; two segments of
+one emotion with different features are described differently. An emotional reading in the
+paper's style follows ("This suggests sadness, a state often associated with feelings of loss
+or disappointment."), then the comparison the task needs and the ``Answer:`` line::
+
+    EEG 2: alpha is reduced over the occipital sites and there is more beta over both temporal
+    regions; frontal alpha is higher on the right. This suggests sadness, a low, withdrawn mood.
+    EEG 2 shows sadness and the question is about sadness, so it fits.
+
+Each check writes the EEG's emotion and the one asked about side by side right before its
+verdict, so the verdict compares neighbours rather than words a sentence apart (what a small
+language model learns from a few thousand examples; README, Measured). EIM repeats each
+scenario, names the emotion it calls for and checks the EEGs in turn until one shows it
+(``A. <scenario> This calls for sadness. EEG 1 shows fear, the scenario needs sadness: no.
+EEG 2 shows sadness, the scenario needs sadness: yes. So A=EEG 2.``).
 
 Tasks and their canonical answer strings (the ``answer`` column, and what
 ``parse_answer(task, generated_text)`` returns):
@@ -29,8 +36,8 @@ task      question                                          canonical answers
                                                             ``disgust`` ``fear`` ``sad`` ``anger``
 ``EPC``   is the person of EEG 1 more, less or equally       ``more`` ``less`` ``equal``
           <emotion> than EEG 2 (random 33.33 %)
-``ESS``   which of three EEGs is the <superlative>          ``EEG 1`` ``EEG 2`` ``EEG 3``
-          (random 33.33 %)
+``ESS``   which of three EEGs shows an emotion most          ``EEG 1`` ``EEG 2`` ``EEG 3``
+          strongly, or most weakly (random 33.33 %)
 ``EIM``   match three everyday scenarios A, B, C to three   ``A=EEG i, B=EEG j, C=EEG k`` with
           EEGs (six orders, random 16.67 %)                 (i, j, k) a permutation of 1, 2, 3
 ``ESR``   two turns: describe three EEGs, then pick the     ``EEG 1`` ``EEG 2`` ``EEG 3``
@@ -39,9 +46,13 @@ task      question                                          canonical answers
 
 EPC outcomes: "more" when only EEG 1 shows the asked emotion, or both do and EEG 1 more
 intensely (where intensity is known); "less" the mirror image; "equal" when both EEGs show
-the same emotion at comparable (or unknown) intensity. ESS: the chosen EEG alone shows the
-emotion, or (intensity known) shows it most intensely. ESR scenarios come from a bank used
-by no other task, and ESR is never part of the training sets.
+the same emotion at comparable (or unknown) intensity. ESS asks, as the paper's ESS does, for
+the EEG that shows an emotion most strongly or most weakly; the paper gives no proportion, so
+half of the ESS samples ask for each (alternating, :data:`ESS_FORMS`). Strongest: the chosen
+EEG alone shows the emotion, or (intensity known) shows it more intensely than the other one
+that does. Weakest: the chosen EEG alone does not show the emotion (the other two do), or
+(intensity known) all three show it and the chosen one clearly least intensely. ESR scenarios
+come from a bank used by no other task, and ESR is never part of the training sets.
 
 Sets (:func:`build_qa_sets`): ``train`` (IED/EPC/ESS/EIM in equal shares, the target emotion
 cycling through the seven so emotions are balanced), ``stage3`` (the same mix, drawn
@@ -53,15 +64,20 @@ segments. Everything is deterministic for a seed.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 
 import numpy as np
+
+from train.data.claims import describe_claims, salient_claims
+from train.data.features import FEATURE_NAMES
 
 EMOTIONS = ("happy", "surprise", "neutral", "disgust", "fear", "sad", "anger")
 TASKS = ("IED", "EPC", "ESS", "EIM", "ESR")
 TRAIN_TASKS = ("IED", "EPC", "ESS", "EIM")
 MULTI_TASKS = ("EPC", "ESS", "EIM")
 EPC_ANSWERS = ("more", "less", "equal")
+ESS_FORMS = ("strongest", "weakest")
 
 SYSTEM_PROMPT = "You read EEG recordings and explain the emotions they show."
 
@@ -81,43 +97,28 @@ SUPERLATIVE = {
     "fear": "most fearful", "sad": "saddest", "anger": "angriest",
 }  # fmt: skip
 
-# One sentence per EEG: the EEG signs of each emotion (frontal alpha asymmetry for approach and
-# withdrawal, beta/gamma for arousal, temporal gamma for positive valence), then the state.
-DESCRIPTIONS = {
-    "happy": (
-        "lower left- than right-frontal alpha and lively temporal beta and gamma, a pleasant, engaged state",
-        "approach-related frontal asymmetry with bright temporal gamma, an upbeat, positive mood",
-    ),
-    "surprise": (
-        "a burst of frontal theta with raised beta and gamma and balanced frontal alpha, sudden alert orienting",
-        "high arousal with strong frontal theta and little asymmetry, startled attention",
-    ),
-    "neutral": (
-        "strong posterior alpha, quiet beta and gamma and balanced frontal alpha, a calm, unengaged state",
-        "relaxed posterior alpha with no frontal asymmetry and low arousal, a neutral resting mood",
-    ),
-    "disgust": (
-        "right-frontal activation with frontal delta and moderate beta, an aversive, rejecting state",
-        "withdrawal-related frontal asymmetry and slow frontal delta, revulsion at moderate arousal",
-    ),
-    "fear": (
-        "strong right-frontal activation, frontal-midline theta and high beta and gamma, tense withdrawal",
-        "withdrawal asymmetry with midline theta and high arousal, a threatened, anxious state",
-    ),
-    "sad": (
-        "withdrawal asymmetry with heavy posterior alpha and delta and weak beta, a low, subdued mood",
-        "slow posterior rhythms, little beta or gamma and right-frontal activation, a downcast state",
-    ),
-    "anger": (
-        "left-frontal activation despite a negative tone and very high beta and gamma, hostile arousal",
-        "approach-driven frontal asymmetry with intense beta and gamma, a heated, confrontational state",
-    ),
+LEAST = {
+    "happy": "least happy", "surprise": "least surprised", "neutral": "least neutral", "disgust": "least disgusted",
+    "fear": "least fearful", "sad": "least sad", "anger": "least angry",
+}  # fmt: skip
+
+# The emotional reading of each EEG, in the paper's style ("a state of depression, often
+# associated with feelings of loss or disappointment"): what the emotion means for the person.
+READINGS = {
+    "happy": ("a state often associated with pleasure and warm engagement", "a pleasant, upbeat mood"),
+    "surprise": ("a state of sudden orienting towards something unexpected", "a state of startled, alert attention"),
+    "neutral": ("a calm state with little emotional engagement", "a relaxed, even mood"),
+    "disgust": ("a state often associated with rejecting something offensive", "an aversive, recoiling mood"),
+    "fear": ("a state often associated with a sense of threat and tense vigilance", "an anxious, wary mood"),
+    "sad": ("a state often associated with feelings of loss or disappointment", "a low, withdrawn mood"),
+    "anger": ("a state often associated with a sense of unfairness and a wish to confront", "a heated, hostile mood"),
 }
+READING_LEADS = ("This suggests", "The signals indicate", "This reads as")
 
 IED_QUESTIONS = (
     "What emotion does this EEG show?",
     "Which emotion is the person feeling during this EEG recording?",
-    "Describe the emotional state in this EEG, then name the emotion.",
+    "Describe the emotion of this EEG.",
     "Is this person happy, surprised, neutral, disgusted, fearful, sad or angry? Explain from the EEG.",
     "Read this EEG and tell me which emotion it reflects.",
 )
@@ -127,12 +128,20 @@ EPC_QUESTIONS = (
     "Relative to the second person, is the first person more {adjective}, less {adjective}, or equally {adjective}?",
     "Judge the {noun} in both EEGs: is EEG 1 more, less or equally {adjective} than EEG 2?",
 )
-ESS_QUESTIONS = (
-    "Which of these three EEGs shows the {superlative} person?",
-    "Which EEG shows the most {noun}?",
-    "Among EEG 1, EEG 2 and EEG 3, which person is the {superlative}?",
-    "Pick the EEG of the {superlative} of these three people.",
-)
+ESS_QUESTIONS = {
+    "strongest": (
+        "Which of these three EEGs shows the {superlative} person?",
+        "Which EEG shows the most {noun}?",
+        "Among EEG 1, EEG 2 and EEG 3, which person is the {superlative}?",
+        "Pick the EEG of the {superlative} of these three people.",
+    ),
+    "weakest": (
+        "Which of these three EEGs shows the {least} person?",
+        "Which EEG shows the least {noun}?",
+        "Among EEG 1, EEG 2 and EEG 3, which person is the {least}?",
+        "Pick the EEG of the {least} of these three people.",
+    ),
+}
 EIM_QUESTIONS = (
     "Match each scenario to the EEG of the person living it:",
     "Three people were in these situations. Which EEG belongs to which situation?",
@@ -146,6 +155,21 @@ ESR_SECOND_QUESTIONS = (
     "{scenario} Which of the three people is most likely in this situation? Explain why.",
     "Consider this situation: {scenario} Whose EEG fits it best, and why?",
 )
+# Without chain of thought (`cot=False`, the paper's ablation) no question asks for a
+# description or reasons: these replace the ones that do, and every question ends with
+# DIRECT_SUFFIX.
+IED_DIRECT_QUESTIONS = (
+    "What emotion does this EEG show?",
+    "Which emotion is the person feeling during this EEG recording?",
+    "Is this person happy, surprised, neutral, disgusted, fearful, sad or angry?",
+    "Read this EEG and tell me which emotion it reflects.",
+)
+ESR_DIRECT_FIRST_QUESTIONS = ("Which emotion does each of these EEGs show?",)
+ESR_DIRECT_SECOND_QUESTIONS = (
+    "{scenario} Which of the three people is most likely in this situation?",
+    "Consider this situation: {scenario} Whose EEG fits it best?",
+)
+DIRECT_SUFFIX = " Give only the answer."
 
 # Everyday situations for EIM (training and testing).
 EIM_SCENARIOS = {
@@ -321,11 +345,12 @@ def _reply(text: str) -> dict:
 
 
 class _Pool:
-    """Segments of one split grouped by emotion, with their intensities."""
+    """Segments of one split grouped by emotion, with their intensities and measured features."""
 
     def __init__(self, ids, emotions, intensities):
         self.ids = list(ids)
         self.emotions = list(emotions)
+        self.scores: list[dict[str, float]] | None = None  # per segment, for the chain of thought
         self.intensity = np.array([np.nan if v is None else v for v in intensities], dtype=np.float64)
         self.by_emotion = {e: np.flatnonzero(np.array(self.emotions) == e) for e in EMOTIONS}
         self.available = tuple(e for e in EMOTIONS if len(self.by_emotion[e]))
@@ -353,12 +378,23 @@ class _Writer:
     def __init__(self, pool: _Pool, rng, cot: bool):
         self.pool, self.rng, self.cot = pool, rng, cot
 
+    def _question(self, templates, direct=None, after: str = "", **fields) -> str:
+        """A question drawn from ``templates`` (``direct`` without chain of thought), filled with
+        ``fields``, followed by ``after``; without chain of thought it asks for the answer alone."""
+        text = str(self.rng.choice(templates if self.cot else direct or templates)).format(**fields) + after
+        return text if self.cot else text + DIRECT_SUFFIX
+
     def _describe(self, indices) -> list[str]:
+        """One description per EEG: its salient measured features, then the emotional reading."""
+        if not self.cot:  # the answer keeps only its final line; no features are needed
+            return [""] * len(indices)
         sentences = []
         for number, index in enumerate(indices, start=1):
-            description = self.rng.choice(DESCRIPTIONS[self.pool.emotions[index]])
+            emotion = self.pool.emotions[index]
+            features = describe_claims(salient_claims(self.pool.scores[index]), self.rng)
             label = "The EEG" if len(indices) == 1 else f"EEG {number}"
-            sentences.append(f"{label} shows {NOUN[self.pool.emotions[index]]}: {description}.")
+            lead, reading = self.rng.choice(READING_LEADS), self.rng.choice(READINGS[emotion])
+            sentences.append(f"{label}: {features}. {lead} {NOUN[emotion]}, {reading}.")
         return sentences
 
     def _answer(self, reasoning: list[str], answer: str) -> str:
@@ -371,8 +407,8 @@ class _Writer:
 
     def ied(self, index):
         emotion = self.pool.emotions[index]
-        reasoning = [*self._describe([index]), f"This points to {NOUN[emotion]}."]
-        turns = [_eeg_turn(1, self.rng.choice(IED_QUESTIONS)), _reply(self._answer(reasoning, emotion))]
+        turns = [_eeg_turn(1, self._question(IED_QUESTIONS, IED_DIRECT_QUESTIONS)),
+                 _reply(self._answer(self._describe([index]), emotion))]  # fmt: skip
         return self._sample("IED", turns, [index], emotion)
 
     def _epc_pair(self, emotion, outcome):
@@ -396,54 +432,81 @@ class _Writer:
             return (high, low) if outcome == "more" else (low, high)
         raise ValueError(f"cannot draw an EPC '{outcome}' pair for {emotion!r} from this split")
 
-    def _checked(self, indices, emotion, weaker=None) -> list[str]:
-        """Each EEG's sentence followed by its check against ``emotion`` (``weaker`` fits less)."""
+    def _checked(self, indices, emotion, weaker=()) -> list[str]:
+        """Each EEG's description followed by its check against ``emotion`` (those in ``weaker`` fit less)."""
         checks = []
         for number, (index, sentence) in enumerate(zip(indices, self._describe(indices)), start=1):
-            if index == weaker:
-                mark = "fits less"
+            seen = self.pool.emotions[index]
+            if index in weaker:
+                mark = "fits, but less strongly"
             else:
-                mark = "fits" if self.pool.emotions[index] == emotion else "does not fit"
-            checks.append(f"{sentence} Seen {NOUN[self.pool.emotions[index]]}, asked {NOUN[emotion]}: EEG {number} {mark}.")
+                mark = "fits" if seen == emotion else "does not fit"
+            checks.append(f"{sentence} EEG {number} shows {NOUN[seen]} and the question is about {NOUN[emotion]}, so it {mark}.")
         return checks
 
     def epc(self, emotion, outcome):
         first, second = self._epc_pair(emotion, outcome)
         emotions = self.pool.emotions
-        weaker = None
+        weaker = ()
         if emotions[first] == emotion and emotions[second] == emotion:
             if outcome == "equal":
                 verdict = f"Both fit to a similar degree, so the two are equally {ADJECTIVE[emotion]}."
             else:
-                weaker = second if outcome == "more" else first
+                weaker = (second if outcome == "more" else first,)
                 verdict = f"EEG {1 if outcome == 'more' else 2} fits more, so EEG 1 is {outcome} {ADJECTIVE[emotion]}."
         elif outcome == "equal":
             verdict = f"Neither fits, so neither is more {ADJECTIVE[emotion]}."
         else:
             verdict = f"Only EEG {1 if outcome == 'more' else 2} fits, so EEG 1 is {outcome} {ADJECTIVE[emotion]}."
-        question = self.rng.choice(EPC_QUESTIONS).format(adjective=ADJECTIVE[emotion], noun=NOUN[emotion])
+        question = self._question(EPC_QUESTIONS, adjective=ADJECTIVE[emotion], noun=NOUN[emotion])
         checks = self._checked([first, second], emotion, weaker)
         reasoning = [f"The question is about {NOUN[emotion]}.", *checks, verdict]
         turns = [_eeg_turn(2, question), _reply(self._answer(reasoning, outcome))]
         return self._sample("EPC", turns, [first, second], outcome)
 
-    def ess(self, emotion):
+    def _ess_weakest(self, emotion):
+        """(chosen, others, weaker): all three show ``emotion``, the chosen one clearly least
+        intensely (when intensities allow), else the chosen one alone does not show it."""
+        pool, rng = self.pool, self.rng
+        if pool.margin and rng.random() < 0.25:
+            chosen, first, second = (pool.draw(rng, emotion) for _ in range(3))
+            if pool.stronger(first, chosen) > 0 and pool.stronger(second, chosen) > 0:
+                return chosen, [first, second], (chosen,)
+        return pool.draw_other(rng, {emotion}), [pool.draw(rng, emotion), pool.draw(rng, emotion)], ()
+
+    def _ess_strongest(self, emotion):
+        """(chosen, others, weaker): the chosen EEG alone shows ``emotion``, or (intensities known)
+        more intensely than the one other EEG that shows it."""
         pool, rng = self.pool, self.rng
         chosen = pool.draw(rng, emotion)
-        others, weaker = [], None
+        others, weaker = [], ()
         if pool.margin and rng.random() < 0.25:
             rival = pool.draw(rng, emotion)
             if pool.stronger(chosen, rival) != 0:
                 chosen, rival = (chosen, rival) if pool.stronger(chosen, rival) > 0 else (rival, chosen)
                 others.append(rival)
-                weaker = rival
+                weaker = (rival,)
         while len(others) < 2:
             others.append(pool.draw_other(rng, {emotion}))
+        return chosen, others, weaker
+
+    def ess(self, emotion, form: str = "strongest"):
+        if form not in ESS_FORMS:
+            raise ValueError(f"ESS form must be one of {ESS_FORMS}, got {form!r}")
+        rng = self.rng
+        chosen, others, weaker = (self._ess_strongest if form == "strongest" else self._ess_weakest)(emotion)
         position = int(rng.integers(3))
         indices = others[:position] + [chosen] + others[position:]
-        question = rng.choice(ESS_QUESTIONS).format(superlative=SUPERLATIVE[emotion], noun=NOUN[emotion])
+        question = self._question(ESS_QUESTIONS[form], superlative=SUPERLATIVE[emotion], least=LEAST[emotion],
+                                  noun=NOUN[emotion])  # fmt: skip
         answer = f"EEG {position + 1}"
-        reasoning = [f"The question is about {NOUN[emotion]}.", *self._checked(indices, emotion, weaker)]
+        if form == "strongest":
+            reason = "alone fits" if not weaker else "fits most strongly"
+            verdict = f"{answer} {reason}, so it shows the most {NOUN[emotion]}."
+        else:
+            reason = "alone does not fit" if not weaker else "fits least strongly"
+            verdict = f"{answer} {reason}, so it shows the least {NOUN[emotion]}."
+        reasoning = [f"The question is about {NOUN[emotion]}.", *self._checked(indices, emotion, weaker), verdict]
         turns = [_eeg_turn(3, question), _reply(self._answer(reasoning, answer))]
         return self._sample("ESS", turns, indices, answer)
 
@@ -459,12 +522,13 @@ class _Writer:
         order = list(rng.permutation(3))
         scenarios = [rng.choice(EIM_SCENARIOS[emotions[i]]) for i in order]
         numbers = [int(i) + 1 for i in order]
-        question = rng.choice(EIM_QUESTIONS) + "".join(f"\n{l}. {s}" for l, s in zip("ABC", scenarios))
+        question = self._question(EIM_QUESTIONS, after="".join(f"\n{l}. {s}" for l, s in zip("ABC", scenarios)))
         matches = []
         for letter, i, scenario in zip("ABC", order, scenarios):
             need = NOUN[emotions[i]]
             checked = " ".join(
-                f"EEG {n + 1}: seen {NOUN[emotions[n]]}, asked {need}: {'yes' if n == i else 'no'}." for n in range(i + 1)
+                f"EEG {n + 1} shows {NOUN[emotions[n]]}, the scenario needs {need}: {'yes' if n == i else 'no'}."
+                for n in range(i + 1)
             )
             matches.append(f"{letter}. {scenario} This calls for {need}. {checked} So {letter}=EEG {i + 1}.")
         answer = eim_answer(numbers)
@@ -478,16 +542,17 @@ class _Writer:
         indices = [pool.draw(rng, e) for e in emotions]
         target = emotions.index(emotion) + 1
         scenario, reason = ESR_SCENARIOS[emotion][int(rng.integers(len(ESR_SCENARIOS[emotion])))]
-        descriptions = self._describe(indices)
-        first_reply = " ".join(descriptions) if self.cot else " ".join(
+        first_reply = " ".join(self._describe(indices)) if self.cot else " ".join(
             f"EEG {n}: {ADJECTIVE[e]}." for n, e in enumerate(emotions, start=1)
         )
         answer = f"EEG {target}"
         verdict = [f"The situation calls for {NOUN[emotion]} ({reason}), which EEG {target} shows."]
+        first = self._question(ESR_FIRST_QUESTIONS, ESR_DIRECT_FIRST_QUESTIONS)
+        second = self._question(ESR_SECOND_QUESTIONS, ESR_DIRECT_SECOND_QUESTIONS, scenario=scenario)
         turns = [
-            _eeg_turn(3, rng.choice(ESR_FIRST_QUESTIONS)),
+            _eeg_turn(3, first),
             _reply(first_reply),
-            {"role": "user", "content": [_text(rng.choice(ESR_SECOND_QUESTIONS).format(scenario=scenario))]},
+            {"role": "user", "content": [_text(second)]},
             _reply(self._answer(verdict, answer)),
         ]
         return self._sample("ESR", turns, indices, answer)
@@ -505,7 +570,7 @@ def _mixed(writer: _Writer, count: int, tasks: tuple[str, ...], rng) -> list[dic
         elif task == "EPC":
             samples.append(writer.epc(emotion, EPC_ANSWERS[(turn // len(pool.available)) % 3]))
         elif task == "ESS":
-            samples.append(writer.ess(emotion))
+            samples.append(writer.ess(emotion, ESS_FORMS[(turn // len(pool.available)) % len(ESS_FORMS)]))
         elif task == "EIM":
             samples.append(writer.eim(emotion))
         else:
@@ -524,8 +589,9 @@ def build_qa_sets(
 ) -> dict[str, list[dict]]:
     """Build the QA sets from segment metadata.
 
-    ``train_segments`` and ``test_segments`` are column mappings with ``id``, ``emotion`` and
-    ``intensity`` (None where unknown). ``sizes`` overrides the paper's ``train`` 10,000,
+    ``train_segments`` and ``test_segments`` are column mappings with ``id``, ``emotion``,
+    ``intensity`` (None where unknown) and, for the chain of thought, the measured feature
+    columns of :data:`train.data.features.FEATURE_NAMES` (z-scores). ``sizes`` overrides the paper's ``train`` 10,000,
     ``stage3`` 3,000, ``test_multi`` 500 and ``test_esr`` 167 (``test_ied`` is always one
     per test segment). Returns ``{split: [row, ...]}`` with rows ``id``, ``task``,
     ``messages``, ``segment_ids``, ``answer``.
@@ -539,6 +605,19 @@ def build_qa_sets(
                 f"the {name} split has segments of {len(pool.available)} emotions {pool.available}; "
                 "the multi-EEG tasks need at least 3"
             )
+        if cot:
+            missing = [feature for feature in FEATURE_NAMES if feature not in columns]
+            if missing:
+                raise ValueError(
+                    f"the {name} segments lack the measured feature columns {missing[:3]}... ({len(missing)} in all) "
+                    "that the chain of thought states; prepare the data with this version of `e2llm prepare`, "
+                    "or build the sets with cot=False"
+                )
+            pool.scores = [
+                {feature: math.nan if columns[feature][row] is None else float(columns[feature][row])
+                 for feature in FEATURE_NAMES}
+                for row in range(len(columns["id"]))
+            ]  # fmt: skip
         pools[name] = pool
     streams = {name: np.random.default_rng([seed, index]) for index, name in enumerate(
         ("train", "stage3", "test_ied", "test_multi", "test_esr")
@@ -577,8 +656,9 @@ def qa_features():
 def all_question_templates() -> dict[str, tuple[str, ...]]:
     """Every question template per task (for tests and documentation)."""
     return {
-        "IED": IED_QUESTIONS, "EPC": EPC_QUESTIONS, "ESS": ESS_QUESTIONS, "EIM": EIM_QUESTIONS,
-        "ESR": ESR_FIRST_QUESTIONS + ESR_SECOND_QUESTIONS,
+        "IED": IED_QUESTIONS + IED_DIRECT_QUESTIONS, "EPC": EPC_QUESTIONS,
+        "ESS": ESS_QUESTIONS["strongest"] + ESS_QUESTIONS["weakest"], "EIM": EIM_QUESTIONS,
+        "ESR": ESR_FIRST_QUESTIONS + ESR_SECOND_QUESTIONS + ESR_DIRECT_FIRST_QUESTIONS + ESR_DIRECT_SECOND_QUESTIONS,
     }  # fmt: skip
 
 

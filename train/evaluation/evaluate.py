@@ -15,8 +15,11 @@ A stage-1 folder (`EEGPTForEmotionClassification`) is evaluated directly on the 
 of the test segments, with the IED metrics.
 
 `--out` receives:
-- `predictions.jsonl`: one line per sample: `id`, `task`, `gold`, `predicted` (null when the
-  answer was unreadable) and the generated `text` (ESR: the second turn; its first is `first_turn`).
+- `predictions.jsonl`: one line per sample: `id`, `task`, `segment_ids`, `gold`, `predicted` (null
+  when the answer was unreadable), the generated `text` (ESR: the second turn; its first is
+  `first_turn`) and `claims`: every feature claim of the explanation, read back by
+  `train.data.claims.read_explanation`, with the EEG it describes, its segment, the segment's
+  measured z-score and whether the claim is `true` (see Faithfulness).
   It is written batch by batch, and a run started again with the same `--out` resumes after the
   last complete batch.
 - `results.json`: every figure in percent (kappa x 100, as the paper prints it), per task, with
@@ -30,10 +33,25 @@ of the test segments, with the IED metrics.
   data; a run with another model, data or `--max-new-tokens` refuses to append to the same
   `predictions.jsonl`, and one whose model or data files changed at the same paths (a retrained
   model) answers every sample again.
-- `tables.md`: Table 2 (IED) and Table 3 (EPC, ESS, EIM, ESR, average) in the paper's layout.
+- `tables.md`: Table 2 (IED) and Table 3 (EPC, ESS, EIM, ESR, average) in the paper's layout, and
+  the faithfulness of the explanations per task.
 - `confusion_matrix.png`: IED, rows the true emotion, columns the answer (and "unreadable").
 `--compare DIR...` reads the `results.json` of several runs and writes `comparison.md` in the
 layout of Table 4 (one row per run).
+
+Faithfulness (`results.json`: each task's `faithfulness`). The explanations state measured
+features of each EEG in words this project defines (`train.data.claims`), so every claim is read
+back exactly and checked against the described segment's own measured z-scores (true when the
+feature lies at least half a standard deviation of the person's session in the claimed
+direction). Per task: `claims_per_explanation`, `claim_precision` (true claims / claims),
+`all_true` (explanations making at least one claim, all of them true), and the same two for the
+same-emotion baseline: each described EEG takes the claims the model made for another test
+segment of the same (true) emotion, the next one in the run's order, and they are scored
+against this EEG's features: what explanations that follow only the emotion would score. `gap`
+is the model's precision minus the baseline's: how much the claims read this EEG beyond its
+label. It says nothing about whether the emotion reading is right, whether the salient
+features are the ones that drove the answer (see `train.evaluation.attribution`), or what an
+explanation phrased outside the project's wording claims.
 """
 
 from __future__ import annotations
@@ -82,6 +100,88 @@ def read_predictions(path: str | os.PathLike) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- scoring
+
+
+def judge_claims(row: dict, scores: dict[str, dict[str, float]]) -> list[dict]:
+    """Every feature claim of a prediction row's explanation, checked against its segments' z-scores.
+
+    Reads `first_turn` (ESR's descriptions) and `text`; EEG n is the row's n-th segment. A claim
+    about an EEG the sample does not have is false.
+    """
+    from train.data.claims import read_explanation
+
+    text = "\n".join(part for part in (row.get("first_turn"), row.get("text")) if part)
+    judged = []
+    for number, claims in sorted(read_explanation(text).items()):
+        segment = row["segment_ids"][number - 1] if 0 < number <= len(row["segment_ids"]) else None
+        own = scores.get(segment, {}) if segment is not None else {}
+        for claim in claims:
+            value = own.get(claim.feature)
+            judged.append({
+                "eeg": number, "segment": segment, "feature": claim.feature, "direction": claim.direction,
+                "z": None if value is None or math.isnan(value) else round(float(value), 3),
+                "true": claim.holds(own),
+            })  # fmt: skip
+    return judged
+
+
+def _precision_and_all_true(explanations: list[list[bool]]) -> tuple[float | None, float | None]:
+    claims = [verdict for verdicts in explanations for verdict in verdicts]
+    stated = [verdicts for verdicts in explanations if verdicts]
+    precision = 100 * float(np.mean(claims)) if claims else None
+    all_true = 100 * float(np.mean([all(verdicts) for verdicts in stated])) if stated else None
+    return precision, all_true
+
+
+def score_faithfulness(rows: Sequence[dict], scores: dict[str, dict[str, float]], emotion_of: dict[str, str]) -> dict:
+    """Per task, how true the explanations' claims are, beside the same-emotion baseline (see the module docstring).
+
+    `rows` are prediction rows with `claims` (from `judge_claims`) and `segment_ids`; `scores`
+    maps segment ids to their feature z-scores, `emotion_of` to their true emotion. Tasks whose
+    rows have no text (a stage-1 classifier) are left out.
+    """
+    from train.data.claims import Claim
+
+    by_task: dict[str, list[dict]] = {}
+    for row in rows:
+        if row.get("text") is not None and "claims" in row:
+            by_task.setdefault(row["task"], []).append(row)
+    results = {}
+    for task, task_rows in by_task.items():
+        described = []  # (row index, EEG number, segment, claims as Claim)
+        for index, row in enumerate(task_rows):
+            for number, segment in enumerate(row["segment_ids"], start=1):
+                claims = [Claim(c["feature"], c["direction"]) for c in row["claims"] if c["eeg"] == number]
+                described.append((index, number, segment, claims))
+        baseline: list[list[bool]] = [[] for _ in task_rows]
+        compared = 0
+        for position, (index, _, segment, _) in enumerate(described):
+            emotion = emotion_of.get(segment)
+            donor = next(
+                (described[(position + step) % len(described)] for step in range(1, len(described))
+                 if described[(position + step) % len(described)][2] != segment
+                 and emotion_of.get(described[(position + step) % len(described)][2]) == emotion),
+                None,
+            )  # fmt: skip
+            if donor is None or emotion is None:
+                continue
+            compared += 1
+            baseline[index] += [claim.holds(scores.get(segment, {})) for claim in donor[3]]
+        model = [[c["true"] for c in row["claims"]] for row in task_rows]
+        precision, all_true = _precision_and_all_true(model)
+        baseline_precision, baseline_all_true = _precision_and_all_true(baseline)
+        results[task] = {
+            "explanations": len(task_rows),
+            "described_eegs": len(described),
+            "baseline_eegs": compared,
+            "claims_per_explanation": float(np.mean([len(claims) for claims in model])),
+            "claim_precision": precision,
+            "all_true": all_true,
+            "baseline_claim_precision": baseline_precision,
+            "baseline_all_true": baseline_all_true,
+            "gap": None if precision is None or baseline_precision is None else precision - baseline_precision,
+        }
+    return results
 
 
 def score_predictions(rows: Iterable[dict], emotions: Sequence[str]) -> dict:
@@ -201,6 +301,21 @@ def format_tables(results: dict, name: str, emotions: Sequence[str]) -> str:
         ]
         counts = ", ".join(f"{task} {results[task]['n']}" for task in choice)
         parts.append(f"Table 3: multi-EEG reasoning, accuracy % (n: {counts})\n\n" + _table(header, rows))
+    faithful = [task for task in TASKS if "faithfulness" in results.get(task, {})]
+    if faithful:
+        header = ["Task", "Explanations", "Claims per explanation", "Claim precision", "All claims true",
+                  "Same-emotion baseline: precision", "Baseline: all true", "Gap"]  # fmt: skip
+        rows = []
+        for task in faithful:
+            f = results[task]["faithfulness"]
+            rows.append([task, str(f["explanations"]), f"{f['claims_per_explanation']:.2f}",
+                         *map(_cell, (f["claim_precision"], f["all_true"], f["baseline_claim_precision"],
+                                      f["baseline_all_true"], f["gap"]))])  # fmt: skip
+        parts.append(
+            "Faithfulness of the explanations, %: each feature claim checked against the described EEG's measured "
+            "features; the baseline copies the claims made for another EEG of the same emotion\n\n"
+            + _table(header, rows)
+        )
     return "\n\n".join(parts) + "\n"
 
 
@@ -328,19 +443,23 @@ def answer_batch(model, processor, store, samples: Sequence[dict], max_new_token
     return generated
 
 
-def prediction_row(sample: dict, turns: Sequence[str]) -> dict:
-    """The predictions.jsonl line of one generated sample."""
+def prediction_row(sample: dict, turns: Sequence[str], scores: dict[str, dict[str, float]] | None = None) -> dict:
+    """The predictions.jsonl line of one generated sample; with `scores` (segment id -> feature
+    z-scores) its explanation's claims, judged."""
     from train.data.qa import parse_answer
 
     row = {
         "id": sample["id"],
         "task": sample["task"],
+        "segment_ids": list(sample.get("segment_ids", [])),
         "gold": sample["answer"],
         "predicted": parse_answer(sample["task"], turns[-1]),
         "text": turns[-1],
     }
     if len(turns) > 1:
         row["first_turn"] = turns[0]
+    if scores is not None:
+        row["claims"] = judge_claims(row, scores)
     return row
 
 
@@ -359,7 +478,8 @@ def select_samples(qa, limit: int | None) -> list[dict]:
 
 
 def evaluate_generation(model, processor, store, samples: Sequence[dict], predictions_path: Path,
-                        batch_size: int, max_new_tokens: int) -> list[dict]:  # fmt: skip
+                        batch_size: int, max_new_tokens: int,
+                        scores: dict[str, dict[str, float]] | None = None) -> list[dict]:  # fmt: skip
     """Answer `samples` batch by batch, appending to `predictions_path`; samples already there are skipped."""
     from tqdm.auto import tqdm
 
@@ -374,7 +494,7 @@ def evaluate_generation(model, processor, store, samples: Sequence[dict], predic
     ) as progress:
         for batch in _batches(pending, batch_size):
             for sample, turns in zip(batch, answer_batch(model, processor, store, batch, max_new_tokens)):
-                row = prediction_row(sample, turns)
+                row = prediction_row(sample, turns, scores)
                 done.append(row)
                 file.write(json.dumps(row) + "\n")
             file.flush()
@@ -404,6 +524,20 @@ def evaluate_classifier(model, store, segments, predictions_path: Path, batch_si
             rows.append({"id": ids[i], "task": "IED", "gold": emotions[i], "predicted": names[label], "text": None})
     write_atomic(predictions_path, "".join(json.dumps(row) + "\n" for row in rows))
     return rows
+
+
+def segment_scores(segments) -> dict[str, dict[str, float]] | None:
+    """Segment id -> its measured feature z-scores, from a segments split; None for data
+    prepared without the feature columns."""
+    from train.data.features import FEATURE_NAMES
+
+    if not set(FEATURE_NAMES) <= set(segments.column_names):
+        return None
+    columns = segments.select_columns(["id", *FEATURE_NAMES]).to_dict()
+    return {
+        segment: {name: math.nan if columns[name][row] is None else columns[name][row] for name in FEATURE_NAMES}
+        for row, segment in enumerate(columns["id"])
+    }
 
 
 def load_processor(path: str | os.PathLike):
@@ -633,11 +767,16 @@ def run(args: argparse.Namespace) -> int:
         rows = evaluate_classifier(model, store, segments, predictions_path, args.batch_size, args.limit)
     else:
         samples = select_samples(datasets.load_from_disk(str(data / "qa")), args.limit)
+        scores = segment_scores(segments)
         rows = evaluate_generation(
-            model, processor, store, samples, predictions_path, args.batch_size, args.max_new_tokens
+            model, processor, store, samples, predictions_path, args.batch_size, args.max_new_tokens, scores
         )
     results = score_predictions(rows, EMOTIONS)
     results["split"] = describe_split(data)
+    if processor is not None and scores is not None:
+        emotion_of = dict(zip(segments["id"], segments["emotion"]))
+        for task, figures in score_faithfulness(rows, scores, emotion_of).items():
+            results[task]["faithfulness"] = figures
     extra = {"dataset": args.dataset_name or dataset_name(data), "units": "percent", "settings": settings}
     write_report(out, results, name, EMOTIONS, extra)
     print(format_tables(results, name, EMOTIONS))

@@ -58,6 +58,12 @@ IED_METRICS = (
     ("cohen_kappa", "Cohen's kappa (x 100)"),
     ("f1", "Weighted F1"),
 )
+# The faithfulness of the explanations (`e2llm evaluate`), beside the same-emotion baseline.
+FAITHFULNESS_METRICS = (
+    ("claim_precision", "Explanation claim precision"),
+    ("all_true", "Explanations with all claims true"),
+    ("baseline_claim_precision", "Claim precision of the same-emotion baseline"),
+)
 DEFAULT_DATASET_NAME = "SEED-VII"
 
 
@@ -110,6 +116,11 @@ def eval_results(results: dict, dataset_name: str) -> list[EvalResult]:
     for task in CHOICE_TASKS:
         if task in results:
             add(task, "accuracy", "Accuracy", results[task]["accuracy"])
+    for task in ("IED", *CHOICE_TASKS):
+        faithfulness = results.get(task, {}).get("faithfulness", {})
+        for metric_type, metric_name in FAITHFULNESS_METRICS:
+            if faithfulness.get(metric_type) is not None:
+                add(task, metric_type, metric_name, faithfulness[metric_type])
     return entries
 
 

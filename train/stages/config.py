@@ -174,3 +174,11 @@ class LMWarmupArguments:
             "projector to write into that span. With false the span holds the bare <eeg> tokens."
         },
     )
+    eeg_span_features: bool = field(
+        default=False,
+        metadata={
+            "help": "With eeg_as_words, write each EEG span as its emotion followed by the words of its salient "
+            "measured features (e.g. `sad alpha occipital reduced`), so the model learns to state the features of "
+            "the EEG it reads in its explanations; with false, the emotion alone."
+        },
+    )

@@ -11,11 +11,14 @@ and the answer, which alone carries the loss, as in stages 2 and 3.
 
 What a pretrained model brings and this one must learn is the ability to read its input. So each
 EEG item is written as the processor lays it out, `<eeg_start>`, 16 slots, `<eeg_end>`, but the
-slots hold the emotion of the segment in words (" sad" 16 times): the model learns to describe
-what the span says and to reason over several spans, without ever seeing EEG. Stage 2 then
-teaches the projector to write into those slots what the EEG shows, as it would for a pretrained
-model's embedding space. (`--eeg_as_words false` leaves the bare `<eeg>` tokens, and the model
-can then learn only the wording.)
+slots hold what the segment shows in words: its emotion (" sad" 16 times), or, with
+`--eeg_span_features true` (the demo's recipe), its emotion followed by the words of its salient
+measured features (" sad alpha occipital reduced beta frontal raised", repeated to 16 words),
+which the grounded explanations state (`train.data.claims`). The model learns to describe what
+the span says and to reason over several spans, without ever seeing EEG. Stage 2 then teaches
+the projector to write into those slots what the EEG shows, as it would for a pretrained model's
+embedding space. (`--eeg_as_words false` leaves the bare `<eeg>` tokens, and the model can then
+learn only the wording.)
 
 The texts use a few hundred distinct tokens of Qwen3's 151,936. The model trains with its
 vocabulary cut to those tokens (`compact_config`), which makes a CPU step several times cheaper;
@@ -35,24 +38,45 @@ from train.stages.config import LMWarmupArguments
 DEMO_ONLY = "demo-only"
 
 
-def eeg_span_as_words(prompt: str, emotions: list[str], num_eeg_tokens: int) -> str:
-    """`prompt` with its i-th `<eeg>` written as `<eeg_start>`, the i-th emotion's name `num_eeg_tokens`
-    times, `<eeg_end>`: the span keeps the layout stage 2 feeds, its content says what the EEG shows."""
+def eeg_span_as_words(prompt: str, words: list[list[str]], num_eeg_tokens: int) -> str:
+    """`prompt` with its i-th `<eeg>` written as `<eeg_start>`, the i-th list of words repeated in
+    turn to `num_eeg_tokens` words, `<eeg_end>`: the span keeps the layout stage 2 feeds, its
+    content says what the EEG shows (`["sad"]` gives " sad" 16 times)."""
     from processing_e2llm import EEG_END_TOKEN, EEG_START_TOKEN, EEG_TOKEN
 
     pieces = prompt.split(EEG_TOKEN)
-    if len(pieces) - 1 != len(emotions):
-        raise ValueError(f"The prompt has {len(pieces) - 1} EEG items but {len(emotions)} emotions were given")
-    spans = [EEG_START_TOKEN + f" {emotion}" * num_eeg_tokens + EEG_END_TOKEN for emotion in emotions]
+    if len(pieces) - 1 != len(words):
+        raise ValueError(f"The prompt has {len(pieces) - 1} EEG items but words for {len(words)} were given")
+    if any(not span for span in words):
+        raise ValueError("Every EEG span needs at least one word")
+    spans = [
+        EEG_START_TOKEN + "".join(f" {span[i % len(span)]}" for i in range(num_eeg_tokens)) + EEG_END_TOKEN
+        for span in words
+    ]
     return pieces[0] + "".join(span + piece for span, piece in zip(spans, pieces[1:]))
 
 
-def chat_texts(qa, processor, segment_emotions: dict[str, str] | None = None):
+def segment_span_words(segments, features: bool) -> dict[str, list[str]]:
+    """Segment id -> the words its EEG span is written with: the emotion, then (`features`) the
+    words of its salient measured features."""
+    from train.data.claims import claim_words, salient_claims
+    from train.data.features import FEATURE_NAMES
+
+    names = ["id", "emotion", *(FEATURE_NAMES if features else ())]
+    columns = segments.select_columns(names).to_dict()
+    words = {}
+    for row, segment in enumerate(columns["id"]):
+        claims = salient_claims({name: columns[name][row] for name in FEATURE_NAMES}) if features else []
+        words[segment] = [columns["emotion"][row], *claim_words(claims)]
+    return words
+
+
+def chat_texts(qa, processor, segment_words: dict[str, list[str]] | None = None):
     """The QA rows as prompt-completion pairs: the rendered chat up to the last answer, EEG items
     expanded, and that answer with its closing `<|im_end|>`.
 
-    With `segment_emotions` (segment id -> emotion name) each EEG span is written in words (see
-    `eeg_span_as_words`); without it, as the bare `<eeg>` tokens the processor writes."""
+    With `segment_words` (segment id -> words, `segment_span_words`) each EEG span is written in
+    words (see `eeg_span_as_words`); without it, as the bare `<eeg>` tokens the processor writes."""
     from train.stages.collator import clean_messages
 
     def render(row):
@@ -63,11 +87,11 @@ def chat_texts(qa, processor, segment_emotions: dict[str, str] | None = None):
         if not full.startswith(prompt):
             raise ValueError(f"The chat template renders {row['id']}'s prompt differently inside the whole chat")
         completion = full[len(prompt):].rstrip("\n")
-        if segment_emotions is None:
+        if segment_words is None:
             prompt = processor.expand_eeg_placeholders(prompt)
         else:
-            emotions = [segment_emotions[segment_id] for segment_id in row["segment_ids"]]
-            prompt = eeg_span_as_words(prompt, emotions, processor.num_eeg_tokens)
+            words = [segment_words[segment_id] for segment_id in row["segment_ids"]]
+            prompt = eeg_span_as_words(prompt, words, processor.num_eeg_tokens)
         return {"prompt": prompt, "completion": completion}
 
     return qa.map(render, remove_columns=qa.column_names)
@@ -241,11 +265,10 @@ def run(args: LMWarmupArguments, training_args) -> int:
     if args.max_train_samples is not None:
         qa = qa.select(range(min(args.max_train_samples, len(qa))))
     qa = repeat_tasks(qa, parse_task_repeats(args.task_repeats))
-    segment_emotions = None
+    segment_words = None
     if args.eeg_as_words:
-        segments = load_segments(args.data)["train"]
-        segment_emotions = dict(zip(segments["id"], segments["emotion"]))
-    texts = chat_texts(qa, processor, segment_emotions)
+        segment_words = segment_span_words(load_segments(args.data)["train"], args.eeg_span_features)
+    texts = chat_texts(qa, processor, segment_words)
 
     config = tiny_qwen3_config(
         hidden_size=args.hidden_size,
