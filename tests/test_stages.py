@@ -422,6 +422,7 @@ def test_lm_warmup_trains_a_tiny_qwen3_on_the_task_texts(data, tmp_path):
     assert tokenizer.convert_tokens_to_ids(["<eeg>", "<eeg_start>", "<eeg_end>"]) == [size - 3, size - 2, size - 1]
     assert tokenizer.tokenize("\nAnswer:") == ["Ċ", "Answer", ":"]
     assert (model.config.eos_token_id, model.config.pad_token_id) == (tokenizer.eos_token_id, tokenizer.pad_token_id)
+    assert model.config.use_cache  # generates with its KV cache, as a pretrained Qwen3 does
 
 
 def test_lm_warmup_reads_the_tasks_it_is_told_to_repeat_that_many_times():

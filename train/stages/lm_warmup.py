@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer.train(resume_from_checkpoint=get_last_checkpoint(training_args.output_dir) if args.resume else None)
     if trainer.is_world_process_zero():
         model = trainer.accelerator.unwrap_model(trainer.model)
+        # The trainer turned the KV cache off for training; the saved model stands in for a
+        # pretrained Qwen3, whose config generates with it.
+        model.config.use_cache = True
         model.add_model_tags([DEMO_ONLY])
         model.save_pretrained(training_args.output_dir)
         tokenizer.save_pretrained(training_args.output_dir)
