@@ -11,8 +11,8 @@ sort them by length into 4 micro-batches of 4 whose gradients accumulate (the re
 `per_device_train_batch_size` and `gradient_accumulation_steps`). Both ways compute the same step:
 the benchmark checks that their gradients agree before timing them.
 
-Both run here on the same QA texts (the real tokenizer, EEG spans written as emotion names),
-the same model and the same draws: `padded` (one batch of 16, padded to its longest sample) and
+Both run here on the same QA texts (EEG spans written as emotion names, through the demo
+tokenizer trained on them, as `e2llm lm-warmup` does), the same model and the same draws: `padded` (one batch of 16, padded to its longest sample) and
 `sorted` (the recipe's 4 x 4). Figures: median time of forward + backward per step, and the
 ratio of `padded` to `sorted`.
 """
@@ -34,14 +34,14 @@ RECIPE = Path(__file__).resolve().parents[1] / "train" / "recipes" / "demo" / "l
 
 
 def qa_texts(count: int, seed: int):
-    """`count` training texts of the four tasks, EEG spans in words, and the tokenizer."""
+    """`count` training texts of the four tasks, EEG spans in words, and the demo tokenizer trained on them."""
     from datasets import Dataset
 
     from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
     from train.stages.lm_warmup import chat_texts
     from train.data.features import FEATURE_NAMES
     from train.data.qa import EMOTIONS, build_qa_sets, qa_features
-    from train.tokenizer import build_qwen3_tokenizer
+    from train.tokenizer import build_demo_tokenizer
 
     rng = torch.Generator().manual_seed(seed)
     segments = {}
@@ -54,26 +54,21 @@ def qa_texts(count: int, seed: int):
     sizes = {"train": count, "stage3": 0, "test_multi": 0, "test_esr": 0}
     rows = build_qa_sets(segments["train"], segments["test"], sizes=sizes, seed=seed)["train"]
     qa = Dataset.from_list(rows, features=qa_features())
-    tokenizer = build_qwen3_tokenizer()
-    processor = E2LLMProcessor(E2LLMFeatureExtractor(), tokenizer)
+    processor = E2LLMProcessor(E2LLMFeatureExtractor(), build_demo_tokenizer(()))
     words = {segment: [emotion] for segment, emotion in zip(segments["train"]["id"], segments["train"]["emotion"])}
-    return chat_texts(qa, processor, words), tokenizer
+    texts = chat_texts(qa, processor, words)
+    vocab_size = yaml.safe_load(RECIPE.read_text())["vocab_size"]
+    return texts, build_demo_tokenizer((p + c for p, c in zip(texts["prompt"], texts["completion"])), vocab_size)
 
 
 def encode(texts, tokenizer):
-    """Per sample: token ids and labels (-100 on the prompt), in the compact vocabulary."""
-    from train.stages.lm_warmup import text_vocabulary
-
+    """Per sample: token ids and labels (-100 on the prompt)."""
     samples = []
     for prompt, completion in zip(texts["prompt"], texts["completion"]):
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         c = tokenizer(completion, add_special_tokens=False)["input_ids"]
         samples.append((p + c, [-100] * len(p) + c))
-    vocabulary = text_vocabulary(texts, tokenizer)
-    position = {t: i for i, t in enumerate(vocabulary)}
-    pad = position[tokenizer.pad_token_id]
-    compact = [([position[t] for t in ids], [position[t] if t >= 0 else t for t in labels]) for ids, labels in samples]
-    return compact, vocabulary, pad
+    return samples
 
 
 def collate(samples, pad: int):
@@ -114,18 +109,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import Qwen3ForCausalLM
 
-    from train.stages.lm_warmup import StepSortedSampler, compact_config
+    from train.stages.lm_warmup import StepSortedSampler
     from train.stages.tiny import tiny_qwen3_config
 
     recipe = yaml.safe_load(RECIPE.read_text())
     micro, accumulation = recipe["per_device_train_batch_size"], recipe["gradient_accumulation_steps"]
     step_size = micro * accumulation
     texts, tokenizer = qa_texts(max(400, step_size * args.steps), args.seed)
-    samples, vocabulary, pad = encode(texts, tokenizer)
+    samples, pad = encode(texts, tokenizer), tokenizer.pad_token_id
     shape = {k: recipe[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                                     "num_key_value_heads", "head_dim")}  # fmt: skip
     torch.manual_seed(args.seed)
-    model = Qwen3ForCausalLM(compact_config(tiny_qwen3_config(**shape), vocabulary))
+    model = Qwen3ForCausalLM(tiny_qwen3_config(tokenizer, **shape))
     order = list(StepSortedSampler([len(ids) for ids, _ in samples], step_size, args.seed))
     steps = [[samples[i] for i in order[s : s + step_size]] for s in range(0, step_size * args.steps, step_size)]
 
@@ -152,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             model.zero_grad()
     padded_s, sorted_s = statistics.median(times["padded"]), statistics.median(times["sorted"])
     tokens = statistics.mean(len(ids) for ids, _ in samples)
-    print(f"demo LM {shape['num_hidden_layers']} layers x {shape['hidden_size']}, {len(vocabulary)} tokens; "
+    print(f"demo LM {shape['num_hidden_layers']} layers x {shape['hidden_size']}, {len(tokenizer)} tokens; "
           f"{args.steps} steps of {step_size} samples (mean {tokens:.0f} tokens), {args.threads} thread(s)")
     print("same gradients: yes (checked on the first step)")
     print(f"padded  (1 x {step_size}):  {padded_s * 1000:7.1f} ms/step")

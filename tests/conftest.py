@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Qwen3 tokenizer (built offline once per run) and tiny configs."""
+"""Shared fixtures: the real Qwen3 tokenizer (built offline once per run), the demo's, and tiny configs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,25 @@ def qwen3_tokenizer():
     from train.tokenizer import build_qwen3_tokenizer
 
     return build_qwen3_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def demo_texts() -> list[str]:
+    """Chats as the demo's texts run: ChatML turns, EEG placeholders, chain-of-thought answers."""
+    return [
+        "<|im_start|>system\nYou read EEG recordings and explain the emotions they show.<|im_end|>\n"
+        f"<|im_start|>user\nEEG 1: <eeg>\nEEG 2: <eeg>\nWhich of the two is {emotion}?<|im_end|>\n"
+        f"<|im_start|>assistant\nEEG 1 shows {emotion}: frontal alpha asymmetry rose. EEG 2 shows calm.\n"
+        f"Seen {emotion}, asked {emotion}: EEG 1 fits.\nAnswer: EEG 1<|im_end|>\n"
+        for emotion in ("happiness", "surprise", "neutrality", "disgust", "fear", "sadness", "anger")
+    ] * 3
+
+
+@pytest.fixture(scope="session")
+def demo_tokenizer(demo_texts):
+    from train.tokenizer import build_demo_tokenizer
+
+    return build_demo_tokenizer(demo_texts, vocab_size=400)
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""E2LLMCollator: chats rendered, EEG windows stacked in placeholder order, loss only on answers."""
+"""E2LLMCollator: chats rendered, EEG windows stacked in placeholder order, loss only on answers.
+
+Each test runs with Qwen3's tokenizer and with the demo's (`build_demo_tokenizer`): the collator
+and the processor work unchanged with either.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,9 @@ from train.data.segments import SEGMENT_CHANNEL_IDS, SegmentStore
 SYSTEM = "You read EEG recordings."
 
 
-@pytest.fixture(scope="module")
-def processor():
-    from train.tokenizer import build_qwen3_tokenizer
-
-    return E2LLMProcessor(E2LLMFeatureExtractor(), build_qwen3_tokenizer())
+@pytest.fixture(scope="module", params=["qwen3", "demo"])
+def processor(request):
+    return E2LLMProcessor(E2LLMFeatureExtractor(), request.getfixturevalue(f"{request.param}_tokenizer"))
 
 
 @pytest.fixture(scope="module")

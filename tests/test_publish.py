@@ -214,3 +214,25 @@ def test_publish_adapter_only_ships_the_adapter_that_loads_onto_its_base(model_f
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "peft"
     assert 'PeftModel.from_pretrained(model, "' in card.text
+
+
+def test_a_model_on_the_demo_tokenizer_publishes_and_loads_and_generates_offline(demo_tokenizer, tmp_path):
+    from transformers import AutoTokenizer, Qwen3ForCausalLM
+
+    from modeling_e2llm import EEGPTConfig, EEGPTModel
+    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+    from train.stages.parts import build_e2llm
+    from train.stages.tiny import tiny_qwen3_config
+
+    torch.manual_seed(0)
+    language_model = Qwen3ForCausalLM(tiny_qwen3_config(demo_tokenizer))
+    model = build_e2llm(EEGPTModel(EEGPTConfig.from_preset("tiny")), language_model, demo_tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    E2LLMProcessor(E2LLMFeatureExtractor(), demo_tokenizer).save_pretrained(tmp_path / "model")
+
+    out = publishing.publish(tmp_path / "model", tmp_path / "hub")  # verifies: loads and generates offline
+    assert _files(out) == MERGED_FILES
+    config = json.loads((out / "config.json").read_text())
+    assert config["text_config"]["vocab_size"] == len(demo_tokenizer)
+    assert config["eeg_token_id"] == demo_tokenizer.convert_tokens_to_ids("<eeg>") == len(demo_tokenizer) - 3
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == demo_tokenizer.get_vocab()

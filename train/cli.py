@@ -13,12 +13,10 @@ so `e2llm stage2 --help` shows that stage's full set of options.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import sys
 
 from train.children import end_with_parent_if_asked
-from train.host import more_threads_on_signal, retain_freed_memory
 
 COMMANDS = {
     "synthesize": ("train.data.synthesize", "write synthetic recordings in SEED-VII's layout"),
@@ -33,8 +31,6 @@ COMMANDS = {
     "publish": ("train.evaluation.publish", "a complete Hub folder with its model card; optionally upload"),
     "demo": ("train.demo", "the whole pipeline end to end on synthetic data, on the CPU"),
 }
-# Commands whose CPU runs allocate and free large tensors every step (see `train.host`).
-TENSOR_HEAVY = {"lm-warmup", "stage1", "stage2", "stage3", "evaluate", "ablations", "demo"}
 
 
 def _usage() -> str:
@@ -56,16 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"e2llm: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    heavy = command in TENSOR_HEAVY and not any(flag in {"-h", "--help"} for flag in rest)
-    # Before torch is imported: `e2llm demo` may ask a step it runs beside another for more threads.
-    with more_threads_on_signal() if heavy else contextlib.nullcontext():
-        if heavy:
-            import torch
-
-            if not torch.cuda.is_available():
-                retain_freed_memory()
-        module = importlib.import_module(COMMANDS[command][0])
-        result = module.main(rest)
+    result = importlib.import_module(COMMANDS[command][0]).main(rest)
     return int(result or 0)
 
 

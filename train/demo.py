@@ -10,8 +10,8 @@ Steps, each into its own folder under `--out`:
 2. `prepared/`  `e2llm prepare`: 10 s segments and the five QA task sets
 3. `stage1/`    `e2llm stage1`: a tiny EEGPT learns the seven emotions
 4. `lm-warmup/` `e2llm lm-warmup`: demo only, a tiny random Qwen3 learns to read the task
-                texts, since no pretrained Qwen3 can be downloaded here; it runs beside
-                stage 1, one core each, and takes both when stage 1 ends (logs in `logs/`)
+                texts, since no pretrained Qwen3 can be downloaded here; its tokenizer, a
+                small byte-level BPE, is trained on those texts
 5. `stage2/`    `e2llm stage2`: the projector learns to speak to the language model
 6. `stage3/`    `e2llm stage3`: projector + LoRA on chain-of-thought answers
 7. `eval/`      `e2llm evaluate`: results.json, tables.md, predictions.jsonl, confusion matrix;
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -111,78 +110,6 @@ def _run(module: str, argv: list[str]) -> None:
     code = import_module(module).main(argv)
     if code:
         raise SystemExit(f"e2llm demo: step {module} failed with exit status {code}")
-
-
-# Independent steps the demo runs side by side, one process and one core each, when the
-# machine has two cores or more: their small tensor operations gain less from a second thread
-# than from a second process. When one ends, the other is told to take every core
-# (`train.host.MORE_THREADS_SIGNAL`).
-SIDE_BY_SIDE = ("stage1", "lm-warmup")
-
-
-def _command(module: str) -> str:
-    from train.cli import COMMANDS
-
-    return next(name for name, (path, _) in COMMANDS.items() if path == module)
-
-
-def _log_tail(path: Path, lines: int = 3) -> list[str]:
-    """The last lines of a log, progress-bar redraws dropped."""
-    text = path.read_text(errors="replace").replace("\r", "\n").splitlines()
-    kept = [line for line in text if line.strip() and not ("|" in line and ("it/s" in line or "s/it" in line))]
-    return kept[-lines:]
-
-
-def _run_side_by_side(out: Path, steps: dict[str, tuple[str, list[str]]], state: "DemoState") -> None:
-    """Run `steps` at once, each as `python -m train.cli COMMAND ...` on one thread, logging to
-    `out/logs/STEP.log`; record each in `state` as it finishes, and stop all if one fails. When
-    a step ends, the steps still running are asked to use every core."""
-    from train.children import child_environment
-    from train.host import MORE_THREADS_SIGNAL
-
-    logs = out / "logs"
-    logs.mkdir(exist_ok=True)
-    # Each step ends with the demo, even a demo killed with SIGKILL (`train.children`).
-    env = child_environment(dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
-    running = {}
-    # The children start ignoring the signal (an ignored signal stays ignored across exec) until
-    # `e2llm` installs its handler, so an early request cannot kill one.
-    previous = signal.signal(MORE_THREADS_SIGNAL, signal.SIG_IGN) if MORE_THREADS_SIGNAL else None
-    try:
-        for step, (module, argv) in steps.items():
-            command = [sys.executable, "-m", "train.cli", _command(module), *argv]
-            print(f"\n$ e2llm {' '.join(command[3:])}   (log: {logs / (step + '.log')})", flush=True)
-            log = open(logs / f"{step}.log", "w")
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            running[step] = (process, log, time.perf_counter())
-    finally:
-        if previous is not None:  # None: a handler set outside Python, which cannot be put back
-            signal.signal(MORE_THREADS_SIGNAL, previous)
-    print(f"e2llm demo: {' and '.join(steps)} run side by side, one core each", flush=True)
-    while running:
-        time.sleep(1)
-        for step, (process, log, started) in list(running.items()):
-            if process.poll() is None:
-                continue
-            log.close()
-            del running[step]
-            tail = _log_tail(logs / f"{step}.log", 1)
-            if process.returncode:
-                for other, (rest, rest_log, _) in running.items():
-                    rest.terminate()
-                    rest.wait()
-                    rest_log.close()
-                raise SystemExit(
-                    f"e2llm demo: step {step} failed with exit status {process.returncode}; the end of "
-                    f"{logs / (step + '.log')}:\n" + "\n".join(_log_tail(logs / f"{step}.log", 30))
-                )
-            state.finish(step, time.perf_counter() - started)
-            print(f"e2llm demo: {step}/ done in {time.perf_counter() - started:.0f} s: " + "".join(tail), flush=True)
-            if MORE_THREADS_SIGNAL and running:
-                for rest, _, _ in running.values():
-                    if rest.poll() is None:
-                        rest.send_signal(MORE_THREADS_SIGNAL)
-                print(f"e2llm demo: {' and '.join(running)} now use{'s' * (len(running) == 1)} every core", flush=True)
 
 
 def _steps(out: Path, size: DemoSize, seed: int) -> dict[str, tuple[str, list[str]]]:
@@ -301,21 +228,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The demo with parsed arguments; the caller holds `args.out` (`train.io.output_lock`)."""
-    from train.host import usable_cpus
-
     out = Path(args.out).resolve()
     size = SIZES[args.size]
     state = DemoState(out, args.restart)
     steps = {step: (module, argv + size.overrides.get(step, [])) for step, (module, argv) in _steps(out, size, args.seed).items()}
-    pending = [step for step in SIDE_BY_SIDE if step not in state.done]
-    together = {step: steps[step] for step in pending} if len(pending) > 1 and usable_cpus() > 1 else {}
     for step, (module, step_argv) in steps.items():
         if step in state.done:
-            if step not in together:
-                print(f"e2llm demo: {step}/ already done, skipped", flush=True)
-            continue
-        if step in together:
-            _run_side_by_side(out, together, state)
+            print(f"e2llm demo: {step}/ already done, skipped", flush=True)
             continue
         started = time.perf_counter()
         _run(module, step_argv)

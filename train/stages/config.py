@@ -156,6 +156,13 @@ class LMWarmupArguments:
             "(e.g. `EIM=2`); every other task is read once."
         },
     )
+    vocab_size: int = field(
+        default=4096,
+        metadata={
+            "help": "Most tokens of the demo tokenizer, a byte-level BPE trained on the texts read "
+            "(`train.tokenizer.build_demo_tokenizer`); it stops earlier when the texts hold no pair left to merge."
+        },
+    )
     hidden_size: int = field(default=64, metadata={"help": "Width of the tiny Qwen3."})
     intermediate_size: int = field(default=128, metadata={"help": "MLP width of the tiny Qwen3."})
     num_hidden_layers: int = field(default=2, metadata={"help": "Layers of the tiny Qwen3."})

@@ -20,12 +20,13 @@ the projector to write into those slots what the EEG shows, as it would for a pr
 embedding space. (`--eeg_as_words false` leaves the bare `<eeg>` tokens, and the model can then
 learn only the wording.)
 
-The texts use a few hundred distinct tokens of Qwen3's 151,936. The model trains with its
-vocabulary cut to those tokens (`compact_config`), which makes a CPU step several times cheaper;
-the saved model has the full vocabulary again (`expand_vocabulary`), the rows of unused tokens
-left at their small initial values.
+The texts use about a thousand distinct words. The model reads them through a tokenizer trained
+on them (`train.tokenizer.build_demo_tokenizer`: byte-level BPE with Qwen3's pre-tokenizer,
+special tokens and EEG tokens), and its vocabulary is that tokenizer's, so its LM head costs
+little next to its layers; stages 2 and 3, evaluation and the published folder take both as
+they would take a Hub Qwen3 and its tokenizer.
 
-The output folder holds the model (`Qwen3ForCausalLM`, safetensors) and the tokenizer with the
+The output folder holds the model (`Qwen3ForCausalLM`, safetensors) and its tokenizer with the
 EEG tokens; stage 2 takes it as `--llm e2llm-demo/lm-warmup`.
 """
 
@@ -121,50 +122,6 @@ def repeat_tasks(qa, repeats: dict[str, int]):
     return qa.select(indices)
 
 
-def text_vocabulary(texts, tokenizer) -> list[int]:
-    """The sorted token ids of the prompt-completion pairs `texts` (each part alone and both
-    together, as a trainer may tokenize either way), with the tokenizer's end and padding ids."""
-    ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
-    for prompt, completion in zip(texts["prompt"], texts["completion"]):
-        for part in (prompt, completion, prompt + completion):
-            ids.update(tokenizer(part, add_special_tokens=False)["input_ids"])
-    return sorted(ids)
-
-
-def compact_config(config, vocabulary: list[int]):
-    """`config` with its vocabulary cut to `vocabulary` (special ids mapped into it)."""
-    compact = config.__class__(**config.to_dict())
-    position = {token: index for index, token in enumerate(vocabulary)}
-    compact.vocab_size = len(vocabulary)
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        value = getattr(config, name, None)
-        setattr(compact, name, position.get(value) if value is not None else None)
-    return compact
-
-
-def expand_vocabulary(compact_model, config, vocabulary: list[int]):
-    """A full-vocabulary model of `config` holding `compact_model`'s weights, its embedding rows at
-    the ids of `vocabulary`; every other row keeps its fresh initial value."""
-    import torch
-    from transformers import Qwen3ForCausalLM
-
-    model = Qwen3ForCausalLM(config)
-    state = compact_model.state_dict()
-    rows = torch.tensor(vocabulary)
-    with torch.no_grad():
-        embedding = model.get_input_embeddings().weight
-        embedding[rows] = state.pop("model.embed_tokens.weight").to(embedding.dtype)
-        if not config.tie_word_embeddings:
-            head = model.get_output_embeddings().weight
-            head[rows] = state.pop("lm_head.weight").to(head.dtype)
-        state.pop("lm_head.weight", None)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    expected_missing = {"model.embed_tokens.weight", "lm_head.weight"}
-    if set(missing) - expected_missing or unexpected:
-        raise RuntimeError(f"Expanding the vocabulary lost weights: missing {missing}, unexpected {unexpected}")
-    return model
-
-
 class StepSortedSampler:
     """Random order in which each optimizer step's samples come sorted by length.
 
@@ -196,24 +153,12 @@ class StepSortedSampler:
             yield from sorted(order[start : start + self.step_size], key=lambda index: self.lengths[index])
 
 
-def _compact_vocabulary_trainer():
-    import torch
+def _step_sorted_trainer():
+    from trl import SFTTrainer
 
-    from train.stages.trainer import IGNORE_INDEX, AnswerLossSFTTrainer
-
-    class CompactVocabularyTrainer(AnswerLossSFTTrainer):
-        """`AnswerLossSFTTrainer` for a model whose vocabulary is `vocabulary` (its row i is token
-        `vocabulary[i]`): batches of real token ids are renumbered on the way in."""
-
-        def __init__(self, *args, vocabulary: list[int], **kwargs):
-            super().__init__(*args, **kwargs)
-            self.vocabulary = vocabulary
-            self.lookup = torch.full((max(vocabulary) + 1,), -1, dtype=torch.long)
-            self.lookup[torch.tensor(vocabulary)] = torch.arange(len(vocabulary))
-            used = {token for row in self.train_dataset["input_ids"] for token in row}
-            outside = used - set(vocabulary)
-            if outside:
-                raise ValueError(f"The tokenized texts use {len(outside)} ids outside the vocabulary, e.g. {sorted(outside)[:5]}")
+    class StepSortedSFTTrainer(SFTTrainer):
+        """TRL's `SFTTrainer` whose optimizer steps draw random samples and form their micro-batches
+        of samples of similar length (`StepSortedSampler`)."""
 
         def _get_train_sampler(self, train_dataset=None):
             dataset = self.train_dataset if train_dataset is None else train_dataset
@@ -223,15 +168,7 @@ def _compact_vocabulary_trainer():
             seed = self.args.seed if self.args.data_seed is None else self.args.data_seed
             return StepSortedSampler([len(ids) for ids in dataset["input_ids"]], step, seed)
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            inputs = dict(inputs)
-            lookup = self.lookup.to(inputs["input_ids"].device)
-            inputs["input_ids"] = lookup[inputs["input_ids"]]
-            labels = inputs["labels"]
-            inputs["labels"] = torch.where(labels == IGNORE_INDEX, labels, lookup[labels.clamp(min=0)])
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-
-    return CompactVocabularyTrainer
+    return StepSortedSFTTrainer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,11 +193,10 @@ def run(args: LMWarmupArguments, training_args) -> int:
     from train.stages.parts import load_qa, load_segments
     from train.stages.stage2 import last_checkpoint
     from train.stages.tiny import tiny_qwen3_config
-    from train.tokenizer import build_qwen3_tokenizer
+    from train.tokenizer import build_demo_tokenizer
 
     set_seed(training_args.seed)
 
-    processor = E2LLMProcessor(E2LLMFeatureExtractor(), build_qwen3_tokenizer())
     qa = load_qa(args.data, args.qa_split)
     if args.max_train_samples is not None:
         qa = qa.select(range(min(args.max_train_samples, len(qa))))
@@ -268,9 +204,14 @@ def run(args: LMWarmupArguments, training_args) -> int:
     segment_words = None
     if args.eeg_as_words:
         segment_words = segment_span_words(load_segments(args.data)["train"], args.eeg_span_features)
-    texts = chat_texts(qa, processor, segment_words)
+    # Rendering a chat needs no tokenizer's words: the demo tokenizer before training serves.
+    texts = chat_texts(qa, E2LLMProcessor(E2LLMFeatureExtractor(), build_demo_tokenizer(())), segment_words)
+    tokenizer = build_demo_tokenizer(
+        (prompt + completion for prompt, completion in zip(texts["prompt"], texts["completion"])), args.vocab_size
+    )
 
     config = tiny_qwen3_config(
+        tokenizer,
         hidden_size=args.hidden_size,
         intermediate_size=args.intermediate_size,
         num_hidden_layers=args.num_hidden_layers,
@@ -278,23 +219,21 @@ def run(args: LMWarmupArguments, training_args) -> int:
         num_key_value_heads=args.num_key_value_heads,
         head_dim=args.head_dim,
     )
-    vocabulary = text_vocabulary(texts, processor.tokenizer)
-    trainer = _compact_vocabulary_trainer()(
-        model=Qwen3ForCausalLM(compact_config(config, vocabulary)),
-        args=training_args,
-        train_dataset=texts,
-        processing_class=processor.tokenizer,
-        vocabulary=vocabulary,
+    trainer = _step_sorted_trainer()(
+        model=Qwen3ForCausalLM(config), args=training_args, train_dataset=texts, processing_class=tokenizer
     )
     trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, args.resume))
     if trainer.is_world_process_zero():
-        model = expand_vocabulary(trainer.accelerator.unwrap_model(trainer.model), config, vocabulary)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        # The trainer turned the KV cache off for training; the saved model stands in for a
+        # pretrained Qwen3, whose config generates with it.
+        model.config.use_cache = True
         model.add_model_tags([DEMO_ONLY])
         model.save_pretrained(training_args.output_dir)
-        processor.tokenizer.save_pretrained(training_args.output_dir)
+        tokenizer.save_pretrained(training_args.output_dir)
         trainer.create_model_card(tags=[DEMO_ONLY])
         print(
-            f"Demo-only language model warmed up on {len(texts)} texts ({len(vocabulary)} distinct tokens); "
+            f"Demo-only language model warmed up on {len(texts)} texts (a vocabulary of {len(tokenizer)} tokens); "
             f"saved to {training_args.output_dir}"
         )
     return 0

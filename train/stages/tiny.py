@@ -1,7 +1,9 @@
 """Tiny Qwen3 configurations for the tests and the CPU demo.
 
-They keep Qwen3's real vocabulary (151,936 rows) so the real tokenizer and the EEG token ids
-work unchanged; everything else is shrunk until a forward pass takes milliseconds.
+By default they keep Qwen3's real vocabulary (151,936 rows), so the real tokenizer and the EEG
+token ids work unchanged; everything else is shrunk until a forward pass takes milliseconds.
+Given a tokenizer (the demo's, `train.tokenizer.build_demo_tokenizer`), they take its
+vocabulary and special token ids instead.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from transformers import Qwen3Config
 from train.tokenizer import QWEN3_VOCAB_SIZE
 
 
-def tiny_qwen3_config(**overrides) -> Qwen3Config:
-    """A Qwen3 config with the real vocabulary and a tiny body (hidden 64, 2 layers)."""
+def tiny_qwen3_config(tokenizer=None, **overrides) -> Qwen3Config:
+    """A Qwen3 config with a tiny body (hidden 64, 2 layers) and Qwen3's vocabulary, or
+    `tokenizer`'s (its length, `<|endoftext|>` as bos and pad, its eos)."""
     settings = dict(
         vocab_size=QWEN3_VOCAB_SIZE,
         hidden_size=64,
@@ -27,5 +30,12 @@ def tiny_qwen3_config(**overrides) -> Qwen3Config:
         eos_token_id=151645,
         pad_token_id=151643,
     )
+    if tokenizer is not None:
+        settings.update(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     settings.update(overrides)
     return Qwen3Config(**settings)
