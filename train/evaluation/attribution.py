@@ -81,14 +81,18 @@ def electrode_attribution(model, inputs: dict, target_ids, *, method: str = "int
 
 def reply_attribution(model, processor, messages: list[dict], eeg: dict, reply: str, **options) -> np.ndarray:
     """Attribution (per electrode, `eeg_values`' channel order) of the final `Answer:` line of
-    `reply`, the assistant's answer to `messages` (a chat ending with the user turn) about the
-    model-ready windows `eeg` (`eeg_values`, `eeg_channel_ids`)."""
+    `reply` (of its end of turn when `reply` is empty), the assistant's answer to `messages` (a
+    chat ending with the user turn) about the model-ready windows `eeg` (`eeg_values`,
+    `eeg_channel_ids`)."""
     head, separator, answer = reply.rpartition("Answer:")
     if not separator:
         head, answer = "", reply
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + head
     inputs = processor(text=text, eeg=eeg, return_tensors="pt")
     target = processor.tokenizer((separator + answer).rstrip(), add_special_tokens=False)["input_ids"]
+    if not target:
+        # An empty reply: the model ended its turn at once, so that end is what the EEG led to.
+        target = [processor.tokenizer.eos_token_id]
     return electrode_attribution(model, inputs, target, **options)
 
 
