@@ -323,3 +323,13 @@ def test_classifier_round_trips_and_its_encoder_loads_alone(tmp_path):
         torch.testing.assert_close(loaded(eeg, ids).logits, model(eeg, ids).logits)
         encoder = EEGPTModel.from_pretrained(tmp_path).eval()
         torch.testing.assert_close(encoder(eeg, ids).last_hidden_state, model.eegpt(eeg, ids).last_hidden_state)
+
+
+def test_the_model_and_the_processor_name_the_same_electrodes_and_patches():
+    # The two remote-code files stay self-contained (the Hub copies them flat), so each keeps its
+    # own copy of what they share; the copies must agree.
+    import modeling_e2llm
+    import processing_e2llm
+
+    assert modeling_e2llm.EEGPT_CHANNEL_NAMES == processing_e2llm.EEGPT_CHANNELS
+    assert modeling_e2llm.EEGPTConfig().patch_size == processing_e2llm.PATCH_SIZE

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast
 
+from processing_e2llm import EEG_END_TOKEN, EEG_START_TOKEN, EEG_TOKEN
+
 # Qwen3's pre-tokenizer: like GPT-4's, but digits are split one at a time.
 QWEN_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -67,10 +69,7 @@ QWEN3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
 QWEN3_FIRST_ADDED_ID = 151643
 QWEN3_VOCAB_SIZE = 151936  # rows of Qwen3's embedding matrix (padded past the tokenizer)
 
-# E2LLM's tokens, in id order after Qwen3's: 151669, 151670, 151671.
-EEG_TOKEN = "<eeg>"
-EEG_START_TOKEN = "<eeg_start>"
-EEG_END_TOKEN = "<eeg_end>"
+# E2LLM's tokens (named in the processor, the remote code), in id order after Qwen3's: 151669, 151670, 151671.
 EEG_TOKENS = (EEG_TOKEN, EEG_START_TOKEN, EEG_END_TOKEN)
 EEG_TOKEN_ID, EEG_START_TOKEN_ID, EEG_END_TOKEN_ID = 151669, 151670, 151671
 

@@ -168,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     store = SegmentStore(segments)
     messages = sample["messages"][: next(i for i, m in enumerate(sample["messages"]) if m["role"] == "assistant")]
     eeg = _eeg_inputs(store, sample["segment_ids"])
-    processor.tokenizer.padding_side = "left"
     reply = _generate(model, processor, [messages], [eeg], args.max_new_tokens)[0]
     values = reply_attribution(model, processor, messages, eeg, reply, method=args.method, steps=args.steps)
     names = channel_names_of(eeg["eeg_channel_ids"][0])

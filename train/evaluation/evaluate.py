@@ -66,10 +66,10 @@ from pathlib import Path
 
 import numpy as np
 
+from train.data.qa import TASKS
 from train.io import content_digest, output_lock, write_atomic
 
-TASKS = ("IED", "EPC", "ESS", "EIM", "ESR")
-CHOICE_TASKS = ("EPC", "ESS", "EIM", "ESR")
+CHOICE_TASKS = tuple(task for task in TASKS if task != "IED")
 QA_SPLITS = ("test_ied", "test_multi", "test_esr")
 # Chance level of each task in percent: 1/7 emotions, 1/3 options, 1/3! matchings.
 RANDOM_BASELINES = {"IED": 100 / 7, "EPC": 100 / 3, "ESS": 100 / 3, "EIM": 100 / 6, "ESR": 100 / 3}
@@ -486,7 +486,6 @@ def evaluate_generation(model, processor, store, samples: Sequence[dict], predic
     done = read_predictions(predictions_path)
     finished = {(row["task"], row["id"]) for row in done}
     pending = [s for s in samples if (s["task"], s["id"]) not in finished]
-    processor.tokenizer.padding_side = "left"
     # Rewrite the kept lines so a line cut short by an interruption disappears before appending.
     write_atomic(predictions_path, "".join(json.dumps(row) + "\n" for row in done))
     with open(predictions_path, "a", encoding="utf-8") as file, tqdm(

@@ -29,7 +29,8 @@ from transformers import Trainer
 from transformers.utils import is_triton_available
 from trl import SFTTrainer
 
-IGNORE_INDEX = -100
+from train.stages.collator import IGNORE_INDEX
+
 TRAINABLE_WEIGHTS = "trainable_parameters.safetensors"
 
 
