@@ -680,6 +680,61 @@ def test_lm_warmup_spans_can_carry_the_salient_measured_features_the_explanation
     assert stated > 0
 
 
+
+def test_lm_warmup_span_codes_fill_every_slot_of_an_eeg_item_with_the_sum_of_its_codes(data, qwen3_tokenizer):
+    from datasets import load_from_disk
+
+    from processing_e2llm import EEG_TOKEN, E2LLMFeatureExtractor, E2LLMProcessor
+    from train.data.claims import CLAIMABLE, salient_claims
+    from train.data.features import FEATURE_NAMES
+    from train.data.qa import EMOTIONS
+    from train.stages.lm_warmup import SpanCodeCollator, chat_texts, fill_span_codes, segment_span_codes, span_code_count
+
+    processor = E2LLMProcessor(E2LLMFeatureExtractor(), qwen3_tokenizer)
+    qa = load_from_disk(str(data / "qa"))["train"].select(range(6))
+    segments = load_from_disk(str(data / "segments"))["train"]
+    codes = segment_span_codes(segments, features=True)
+    columns = segments.select_columns(["id", "emotion", *FEATURE_NAMES]).to_dict()
+    for row, segment in enumerate(columns["id"][:20]):
+        claims = salient_claims({name: columns[name][row] for name in FEATURE_NAMES})
+        expected = [EMOTIONS.index(columns["emotion"][row])]
+        expected += [len(EMOTIONS) + 2 * CLAIMABLE.index(c.feature) + (c.direction > 0) for c in claims]
+        assert codes[segment] == expected and max(expected) < span_code_count()
+    assert all(len(c) == 1 for c in segment_span_codes(segments, features=False).values())
+    texts = chat_texts(qa, processor, segment_codes=codes)
+    assert [t["eeg_codes"] for t in texts] == [[codes[s] for s in r["segment_ids"]] for r in qa]
+    with pytest.raises(ValueError, match="either in words or as codes"):
+        chat_texts(qa, processor, {s: ["sad"] for s in codes}, codes)
+
+    def pad(examples):
+        ids = [e["input_ids"] for e in examples]
+        width = max(map(len, ids))
+        return {"input_ids": torch.tensor([i + [0] * (width - len(i)) for i in ids])}
+
+    eeg = qwen3_tokenizer.convert_tokens_to_ids(EEG_TOKEN)
+    examples = [{"input_ids": processor.tokenizer(t["prompt"])["input_ids"], "eeg_codes": t["eeg_codes"]} for t in texts]
+    batch = SpanCodeCollator(pad)(examples)
+    assert batch["eeg_codes"].shape[:2] == (6, max(len(r["segment_ids"]) for r in qa))
+    table = torch.nn.Embedding(span_code_count(), 8)
+    embeds = torch.zeros(*batch["input_ids"].shape, 8)
+    filled = fill_span_codes(embeds, batch["input_ids"], batch["eeg_codes"], table, eeg, 16)
+    for b, text in enumerate(texts):
+        slots = (batch["input_ids"][b] == eeg).nonzero().flatten()
+        assert len(slots) == 16 * len(text["eeg_codes"])
+        for item, item_codes in enumerate(text["eeg_codes"]):
+            expected = table.weight[item_codes].sum(0)
+            assert torch.allclose(filled[b, slots[16 * item : 16 * (item + 1)]], expected.expand(16, 8))
+        others = torch.ones(batch["input_ids"].shape[1], dtype=torch.bool)
+        others[slots] = False
+        assert filled[b, others].abs().sum() == 0
+    filled.sum().backward()
+    assert table.weight.grad.abs().sum() > 0
+    noisy = fill_span_codes(embeds, batch["input_ids"], batch["eeg_codes"], table, eeg, 16, noise=0.5)
+    assert not torch.allclose(noisy, filled)
+    with pytest.raises(ValueError, match="<eeg> slots"):
+        fill_span_codes(embeds, batch["input_ids"], batch["eeg_codes"][:, :1], table, eeg, 16)
+
+
 # Several processes
 
 

@@ -186,6 +186,25 @@ class LMWarmupArguments:
         metadata={
             "help": "With eeg_as_words, write each EEG span as its emotion followed by the words of its salient "
             "measured features (e.g. `sad alpha occipital reduced`), so the model learns to state the features of "
-            "the EEG it reads in its explanations; with false, the emotion alone."
+            "the EEG it reads in its explanations; with false, the emotion alone. With eeg_span_code, add one code "
+            "vector per salient feature claim to the emotion's."
+        },
+    )
+    eeg_span_code: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the bare <eeg> slots in the text and fill every slot of an EEG span, in the model's input, "
+            "with one learned vector: its emotion's code plus (eeg_span_features) one code per salient feature "
+            "claim. Every slot then holds the same summary of the segment, which a projector that maps each time "
+            "patch on its own can learn to write in stage 2 (a word sequence it cannot: it does not know which "
+            "word a slot should hold). The codes are trained with the model and not saved. Needs "
+            "eeg_as_words false."
+        },
+    )
+    eeg_span_noise: float = field(
+        default=0.0,
+        metadata={
+            "help": "With eeg_span_code, Gaussian noise added to each slot's code, as a fraction of the code's "
+            "norm: the model learns to read a span whose slots vary, as the projector's do."
         },
     )

@@ -72,12 +72,45 @@ def segment_span_words(segments, features: bool) -> dict[str, list[str]]:
     return words
 
 
-def chat_texts(qa, processor, segment_words: dict[str, list[str]] | None = None):
+def span_code_count() -> int:
+    """How many span codes `segment_span_codes` draws from: one per emotion, two (raised, reduced)
+    per claimable feature."""
+    from train.data.claims import CLAIMABLE
+    from train.data.qa import EMOTIONS
+
+    return len(EMOTIONS) + 2 * len(CLAIMABLE)
+
+
+def segment_span_codes(segments, features: bool) -> dict[str, list[int]]:
+    """Segment id -> the codes its EEG span sums (`eeg_span_code`): its emotion's (its index in
+    `EMOTIONS`), then (`features`) one per salient feature claim (after the emotions, two per
+    claimable feature: reduced, raised)."""
+    from train.data.claims import CLAIMABLE, salient_claims
+    from train.data.features import FEATURE_NAMES
+    from train.data.qa import EMOTIONS
+
+    names = ["id", "emotion", *(FEATURE_NAMES if features else ())]
+    columns = segments.select_columns(names).to_dict()
+    codes = {}
+    for row, segment in enumerate(columns["id"]):
+        claims = salient_claims({name: columns[name][row] for name in FEATURE_NAMES}) if features else []
+        codes[segment] = [EMOTIONS.index(columns["emotion"][row])] + [
+            len(EMOTIONS) + 2 * CLAIMABLE.index(claim.feature) + (claim.direction > 0) for claim in claims
+        ]
+    return codes
+
+
+def chat_texts(qa, processor, segment_words: dict[str, list[str]] | None = None,
+               segment_codes: dict[str, list[int]] | None = None):  # fmt: skip
     """The QA rows as prompt-completion pairs: the rendered chat up to the last answer, EEG items
     expanded, and that answer with its closing `<|im_end|>`.
 
     With `segment_words` (segment id -> words, `segment_span_words`) each EEG span is written in
-    words (see `eeg_span_as_words`); without it, as the bare `<eeg>` tokens the processor writes."""
+    words (see `eeg_span_as_words`); without it, as the bare `<eeg>` tokens the processor writes.
+    With `segment_codes` (segment id -> codes, `segment_span_codes`) each row also gets
+    `eeg_codes`, the codes of its EEG items in order, which fill their slots in training."""
+    if segment_words is not None and segment_codes is not None:
+        raise ValueError("An EEG span is written either in words or as codes, not both")
     from train.stages.collator import clean_messages
 
     def render(row):
@@ -93,6 +126,9 @@ def chat_texts(qa, processor, segment_words: dict[str, list[str]] | None = None)
         else:
             words = [segment_words[segment_id] for segment_id in row["segment_ids"]]
             prompt = eeg_span_as_words(prompt, words, processor.num_eeg_tokens)
+        if segment_codes is not None:
+            return {"prompt": prompt, "completion": completion,
+                    "eeg_codes": [segment_codes[segment_id] for segment_id in row["segment_ids"]]}  # fmt: skip
         return {"prompt": prompt, "completion": completion}
 
     return qa.map(render, remove_columns=qa.column_names)
@@ -153,12 +189,78 @@ class StepSortedSampler:
             yield from sorted(order[start : start + self.step_size], key=lambda index: self.lengths[index])
 
 
+class SpanCodeCollator:
+    """TRL's language-modeling collator, plus `eeg_codes`: ``(batch, EEG items, codes)`` long,
+    -1 where a row has fewer items or an item fewer codes."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, examples):
+        import torch
+
+        codes = [example["eeg_codes"] for example in examples]
+        batch = self.collator([{k: v for k, v in example.items() if k != "eeg_codes"} for example in examples])
+        items = max((len(row) for row in codes), default=0)
+        width = max((len(item) for row in codes for item in row), default=0)
+        table = torch.full((len(codes), max(items, 1), max(width, 1)), -1, dtype=torch.long)
+        for b, row in enumerate(codes):
+            for i, item in enumerate(row):
+                table[b, i, : len(item)] = torch.tensor(item, dtype=torch.long)
+        batch["eeg_codes"] = table
+        return batch
+
+
+def fill_span_codes(embeds, input_ids, codes, table, eeg_token_id: int, num_eeg_tokens: int, noise: float = 0.0):
+    """`embeds` with every `<eeg>` slot of the i-th EEG item of each row replaced by the sum of
+    `table`'s rows named by `codes[row, i]` (-1: none), plus Gaussian noise of `noise` times
+    that sum's norm."""
+    import torch
+
+    valid = codes >= 0
+    vectors = (table(codes.clamp(min=0)) * valid.unsqueeze(-1)).sum(dim=2)  # (B, items, H)
+    slots = input_ids == eeg_token_id
+    per_row = slots.sum(dim=1)
+    expected = valid.any(dim=2).sum(dim=1) * num_eeg_tokens
+    if not torch.equal(per_row, expected):
+        raise ValueError(
+            f"rows hold {per_row.tolist()} <eeg> slots where their EEG items call for {expected.tolist()}"
+        )
+    filled = vectors.repeat_interleave(num_eeg_tokens, dim=1)  # (B, items * slots, H)
+    if noise > 0:
+        filled = filled + noise * filled.norm(dim=-1, keepdim=True) / filled.shape[-1] ** 0.5 * torch.randn_like(filled)
+    take = torch.arange(filled.shape[1], device=embeds.device)[None, :] < per_row[:, None]
+    embeds = embeds.clone()
+    embeds[slots] = filled[take].to(embeds.dtype)
+    return embeds
+
+
 def _step_sorted_trainer():
     from trl import SFTTrainer
 
     class StepSortedSFTTrainer(SFTTrainer):
         """TRL's `SFTTrainer` whose optimizer steps draw random samples and form their micro-batches
-        of samples of similar length (`StepSortedSampler`)."""
+        of samples of similar length (`StepSortedSampler`). With `span_codes` (an `nn.Embedding`
+        set on the model as `eeg_span_codes`), batches carry `eeg_codes` and the EEG slots are
+        filled with them (`fill_span_codes`)."""
+
+        span_code_settings: tuple[int, int, float] | None = None  # (eeg token id, slots per item, noise)
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if self.span_code_settings is not None and "eeg_codes" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "eeg_codes"]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.span_code_settings is not None and "eeg_codes" in inputs:
+                token, slots, noise = self.span_code_settings
+                codes, input_ids = inputs.pop("eeg_codes"), inputs.pop("input_ids")
+                inner = self.accelerator.unwrap_model(model)
+                embeds = inner.get_input_embeddings()(input_ids)
+                noise = noise if model.training else 0.0
+                inputs["inputs_embeds"] = fill_span_codes(embeds, input_ids, codes, inner.eeg_span_codes, token, slots, noise)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)  # fmt: skip
 
         def _get_train_sampler(self, train_dataset=None):
             dataset = self.train_dataset if train_dataset is None else train_dataset
@@ -201,11 +303,16 @@ def run(args: LMWarmupArguments, training_args) -> int:
     if args.max_train_samples is not None:
         qa = qa.select(range(min(args.max_train_samples, len(qa))))
     qa = repeat_tasks(qa, parse_task_repeats(args.task_repeats))
-    segment_words = None
+    if args.eeg_span_code and args.eeg_as_words:
+        raise ValueError("eeg_span_code fills the bare <eeg> slots with codes: set eeg_as_words false with it")
+    segment_words = segment_codes = None
     if args.eeg_as_words:
         segment_words = segment_span_words(load_segments(args.data)["train"], args.eeg_span_features)
+    elif args.eeg_span_code:
+        segment_codes = segment_span_codes(load_segments(args.data)["train"], args.eeg_span_features)
     # Rendering a chat needs no tokenizer's words: the demo tokenizer before training serves.
-    texts = chat_texts(qa, E2LLMProcessor(E2LLMFeatureExtractor(), build_demo_tokenizer(())), segment_words)
+    processor = E2LLMProcessor(E2LLMFeatureExtractor(), build_demo_tokenizer(()))
+    texts = chat_texts(qa, processor, segment_words, segment_codes)
     tokenizer = build_demo_tokenizer(
         (prompt + completion for prompt, completion in zip(texts["prompt"], texts["completion"])), args.vocab_size
     )
@@ -219,12 +326,27 @@ def run(args: LMWarmupArguments, training_args) -> int:
         num_key_value_heads=args.num_key_value_heads,
         head_dim=args.head_dim,
     )
-    trainer = _step_sorted_trainer()(
-        model=Qwen3ForCausalLM(config), args=training_args, train_dataset=texts, processing_class=tokenizer
-    )
+    model = Qwen3ForCausalLM(config)
+    trainer_class = _step_sorted_trainer()
+    if segment_codes is not None:
+        import torch
+
+        from processing_e2llm import EEG_TOKEN
+
+        # Not a submodule of the saved model: removed before saving (below).
+        model.eeg_span_codes = torch.nn.Embedding(span_code_count(), config.hidden_size)
+        torch.nn.init.normal_(model.eeg_span_codes.weight, std=config.initializer_range)
+        trainer_class.span_code_settings = (
+            tokenizer.convert_tokens_to_ids(EEG_TOKEN), processor.num_eeg_tokens, args.eeg_span_noise
+        )
+    trainer = trainer_class(model=model, args=training_args, train_dataset=texts, processing_class=tokenizer)
+    if segment_codes is not None:
+        trainer.data_collator = SpanCodeCollator(trainer.data_collator)
     trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, args.resume))
     if trainer.is_world_process_zero():
         model = trainer.accelerator.unwrap_model(trainer.model)
+        if hasattr(model, "eeg_span_codes"):
+            del model.eeg_span_codes
         # The trainer turned the KV cache off for training; the saved model stands in for a
         # pretrained Qwen3, whose config generates with it.
         model.config.use_cache = True
