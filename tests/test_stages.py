@@ -596,6 +596,13 @@ def test_lm_warmup_trains_a_tiny_qwen3_on_the_task_texts(data, tmp_path):
     assert tokenizer.tokenize("\nAnswer:") == ["Ċ", "Answer", ":"]
     assert (model.config.eos_token_id, model.config.pad_token_id) == (tokenizer.eos_token_id, tokenizer.pad_token_id)
     assert model.config.use_cache  # generates with its KV cache, as a pretrained Qwen3 does
+    # The recipe's span codes were trained with it and are kept beside it, not in it.
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / lm_warmup.SPAN_CODES_FILE, "pt") as codes:
+        assert codes.get_tensor("weight").shape == (lm_warmup.span_code_count(), recipe["hidden_size"])
+    with safe_open(tmp_path / "model.safetensors", "pt") as weights:
+        assert not [key for key in weights.keys() if "span" in key]
 
 
 def test_lm_warmup_reads_the_tasks_it_is_told_to_repeat_that_many_times():

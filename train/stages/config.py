@@ -197,8 +197,8 @@ class LMWarmupArguments:
             "with one learned vector: its emotion's code plus (eeg_span_features) one code per salient feature "
             "claim. Every slot then holds the same summary of the segment, which a projector that maps each time "
             "patch on its own can learn to write in stage 2 (a word sequence it cannot: it does not know which "
-            "word a slot should hold). The codes are trained with the model and not saved. Needs "
-            "eeg_as_words false."
+            "word a slot should hold). The codes are trained with the model and saved beside it "
+            "(span_codes.safetensors). Needs eeg_as_words false."
         },
     )
     eeg_span_noise: float = field(

@@ -20,6 +20,15 @@ the projector to write into those slots what the EEG shows, as it would for a pr
 embedding space. (`--eeg_as_words false` leaves the bare `<eeg>` tokens, and the model can then
 learn only the wording.)
 
+With `--eeg_as_words false --eeg_span_code true` (the demo's recipe) the text keeps the bare
+`<eeg>` slots and, in the model's input, every slot of an EEG item holds the same learned vector:
+the sum of its emotion's code and (`--eeg_span_features true`) one code per salient feature claim
+(`segment_span_codes`, `fill_span_codes`), plus `--eeg_span_noise` of noise. The codes train with
+the model and are saved beside it (`span_codes.safetensors`), not in it. This is what stage 2's
+projector can learn to write: it maps each time patch on its own, so it can put one summary of
+the segment into every slot, but not a sequence of different words (it does not know which word
+a slot should hold).
+
 The texts use about a thousand distinct words. The model reads them through a tokenizer trained
 on them (`train.tokenizer.build_demo_tokenizer`: byte-level BPE with Qwen3's pre-tokenizer,
 special tokens and EEG tokens), and its vocabulary is that tokenizer's, so its LM head costs
@@ -37,6 +46,7 @@ import sys
 from train.stages.config import LMWarmupArguments
 
 DEMO_ONLY = "demo-only"
+SPAN_CODES_FILE = "span_codes.safetensors"
 
 
 def eeg_span_as_words(prompt: str, words: list[list[str]], num_eeg_tokens: int) -> str:
@@ -213,8 +223,8 @@ class SpanCodeCollator:
 
 def fill_span_codes(embeds, input_ids, codes, table, eeg_token_id: int, num_eeg_tokens: int, noise: float = 0.0):
     """`embeds` with every `<eeg>` slot of the i-th EEG item of each row replaced by the sum of
-    `table`'s rows named by `codes[row, i]` (-1: none), plus Gaussian noise of `noise` times
-    that sum's norm."""
+    the rows of `table` (an `nn.Embedding`) named by `codes[row, i]` (-1: none), plus Gaussian
+    noise of `noise` times that sum's norm."""
     import torch
 
     valid = codes >= 0
@@ -346,6 +356,11 @@ def run(args: LMWarmupArguments, training_args) -> int:
     if trainer.is_world_process_zero():
         model = trainer.accelerator.unwrap_model(trainer.model)
         if hasattr(model, "eeg_span_codes"):
+            from safetensors.torch import save_file
+
+            # Kept beside the model, not in it: what the warm-up answers given the true codes can be checked.
+            save_file({"weight": model.eeg_span_codes.weight.detach().contiguous()},
+                      f"{training_args.output_dir}/{SPAN_CODES_FILE}")  # fmt: skip
             del model.eeg_span_codes
         # The trainer turned the KV cache off for training; the saved model stands in for a
         # pretrained Qwen3, whose config generates with it.
