@@ -50,6 +50,32 @@ def test_demo_explains_a_test_eeg_from_the_reloaded_folder(demo_run):
     row = segments[segments["id"].index(explanation["segment"])]
     assert explanation["true_emotion"] == row["emotion"] in EMOTIONS
     assert isinstance(explanation["analysis"], str)
+    assert isinstance(explanation["claims"], list)
+
+
+def test_demo_marks_each_claim_of_its_explanation_true_or_false_against_the_segment(demo_run):
+    import numpy as np
+
+    from train.data.claims import Claim, describe_claims, salient_claims
+    from train.data.features import FEATURE_NAMES
+    from train.demo import _claim_lines, check_claims
+
+    segment = load_from_disk(str(demo_run / "prepared" / "segments"))["test"][0]
+    scores = {name: segment[name] for name in FEATURE_NAMES}
+    claims = salient_claims(scores)
+    strongest = max(FEATURE_NAMES[:30], key=lambda name: abs(scores[name]))
+    claims = claims or [Claim(strongest, 1 if scores[strongest] > 0 else -1)]
+    wrong = Claim(claims[0].feature, -claims[0].direction)
+    text = f"The EEG: {describe_claims(claims, np.random.default_rng(0))}; {describe_claims([wrong], np.random.default_rng(1))}."
+    judged = check_claims({"segment": segment["id"], "analysis": text + "\nAnswer: sad"}, demo_run / "prepared")
+    stated = sorted((c.feature, c.direction, c.holds(scores)) for c in [*claims, wrong])
+    assert sorted((c["feature"], c["direction"], c["true"]) for c in judged) == stated
+    assert all(c.holds(scores) for c in claims) and not wrong.holds(scores)
+    last = judged[-1]  # the wrong claim comes last in the text
+    assert (last["feature"], last["direction"], last["true"]) == (wrong.feature, wrong.direction, False)
+    assert last["z"] == round(scores[wrong.feature], 3)
+    lines = _claim_lines(judged)
+    assert lines[-1].startswith("    [false]") and len(lines) == len(judged)
 
 
 def test_demo_run_again_continues_after_the_finished_steps(demo_run, capsys):

@@ -180,7 +180,35 @@ def explain(hub: Path, prepared: Path, max_new_tokens: int = DemoSize.max_new_to
     )
     if result.returncode != 0:
         raise SystemExit(f"e2llm demo: loading {hub} in a fresh process failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    explanation = json.loads(result.stdout.strip().splitlines()[-1])
+    explanation["claims"] = check_claims(explanation, prepared)
+    return explanation
+
+
+def check_claims(explanation: dict, prepared: Path) -> list[dict]:
+    """The feature claims of `explanation["analysis"]`, each checked against the measured features of
+    the segment it describes (`train.evaluation.evaluate.judge_claims`)."""
+    from datasets import load_from_disk
+
+    from train.evaluation.evaluate import judge_claims, segment_scores
+
+    segments = load_from_disk(str(Path(prepared) / "segments"))["test"]
+    segments = segments.filter(lambda segment_id: segment_id == explanation["segment"], input_columns="id")
+    row = {"text": explanation["analysis"], "segment_ids": [explanation["segment"]]}
+    return judge_claims(row, segment_scores(segments) or {})
+
+
+def _claim_lines(claims: list[dict]) -> list[str]:
+    from train.data.claims import Claim, claim_words
+
+    if not claims:
+        return ["    (no feature claims)"]
+    lines = []
+    for claim in claims:
+        words = " ".join(claim_words([Claim(claim["feature"], claim["direction"])]))
+        z = "no value" if claim["z"] is None else f"z {claim['z']:+.2f}"
+        lines.append(f"    [{'true ' if claim['true'] else 'false'}] {words} ({z})")
+    return lines
 
 
 def _summary(out: Path, state: DemoState, explanation: dict) -> str:
@@ -195,6 +223,9 @@ def _summary(out: Path, state: DemoState, explanation: dict) -> str:
         f"One test EEG ({explanation['segment']}), true emotion: {explanation['true_emotion']}",
         "The model, loaded from hub/ in a fresh process, says:",
         *("    " + line for line in explanation["analysis"].splitlines()),
+        "Its feature claims, checked against the segment's measured features (z-scores against the person's "
+        "session; true from 0.5 in the stated direction):",
+        *_claim_lines(explanation.get("claims", [])),
         "",
         "Where things are:",
     ]
