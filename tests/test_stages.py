@@ -687,7 +687,6 @@ def test_lm_warmup_spans_can_carry_the_salient_measured_features_the_explanation
     assert stated > 0
 
 
-
 def test_lm_warmup_span_codes_fill_every_slot_of_an_eeg_item_with_the_sum_of_its_codes(data, qwen3_tokenizer):
     from datasets import load_from_disk
 

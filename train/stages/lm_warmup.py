@@ -67,19 +67,27 @@ def eeg_span_as_words(prompt: str, words: list[list[str]], num_eeg_tokens: int) 
     return pieces[0] + "".join(span + piece for span, piece in zip(spans, pieces[1:]))
 
 
-def segment_span_words(segments, features: bool) -> dict[str, list[str]]:
-    """Segment id -> the words its EEG span is written with: the emotion, then (`features`) the
-    words of its salient measured features."""
-    from train.data.claims import claim_words, salient_claims
+def segment_claims(segments, features: bool) -> dict:
+    """Segment id -> (its emotion, the claims of its salient measured features, or none without `features`)."""
+    from train.data.claims import salient_claims
     from train.data.features import FEATURE_NAMES
 
     names = ["id", "emotion", *(FEATURE_NAMES if features else ())]
     columns = segments.select_columns(names).to_dict()
-    words = {}
-    for row, segment in enumerate(columns["id"]):
-        claims = salient_claims({name: columns[name][row] for name in FEATURE_NAMES}) if features else []
-        words[segment] = [columns["emotion"][row], *claim_words(claims)]
-    return words
+    return {
+        segment: (columns["emotion"][row],
+                  salient_claims({name: columns[name][row] for name in FEATURE_NAMES}) if features else [])
+        for row, segment in enumerate(columns["id"])
+    }  # fmt: skip
+
+
+def segment_span_words(segments, features: bool) -> dict[str, list[str]]:
+    """Segment id -> the words its EEG span is written with: the emotion, then (`features`) the
+    words of its salient measured features."""
+    from train.data.claims import claim_words
+
+    claims_of = segment_claims(segments, features)
+    return {segment: [emotion, *claim_words(claims)] for segment, (emotion, claims) in claims_of.items()}
 
 
 def span_code_count() -> int:
@@ -95,19 +103,14 @@ def segment_span_codes(segments, features: bool) -> dict[str, list[int]]:
     """Segment id -> the codes its EEG span sums (`eeg_span_code`): its emotion's (its index in
     `EMOTIONS`), then (`features`) one per salient feature claim (after the emotions, two per
     claimable feature: reduced, raised)."""
-    from train.data.claims import CLAIMABLE, salient_claims
-    from train.data.features import FEATURE_NAMES
+    from train.data.claims import CLAIMABLE
     from train.data.qa import EMOTIONS
 
-    names = ["id", "emotion", *(FEATURE_NAMES if features else ())]
-    columns = segments.select_columns(names).to_dict()
-    codes = {}
-    for row, segment in enumerate(columns["id"]):
-        claims = salient_claims({name: columns[name][row] for name in FEATURE_NAMES}) if features else []
-        codes[segment] = [EMOTIONS.index(columns["emotion"][row])] + [
-            len(EMOTIONS) + 2 * CLAIMABLE.index(claim.feature) + (claim.direction > 0) for claim in claims
-        ]
-    return codes
+    return {
+        segment: [EMOTIONS.index(emotion)]
+        + [len(EMOTIONS) + 2 * CLAIMABLE.index(claim.feature) + (claim.direction > 0) for claim in claims]
+        for segment, (emotion, claims) in segment_claims(segments, features).items()
+    }
 
 
 def chat_texts(qa, processor, segment_words: dict[str, list[str]] | None = None,
