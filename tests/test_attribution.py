@@ -10,18 +10,8 @@ from train.evaluation.attribution import channel_names_of, electrode_attribution
 
 
 @pytest.fixture(scope="module")
-def model_and_processor(qwen3_tokenizer):
-    from transformers import Qwen3ForCausalLM
-
-    from modeling_e2llm import E2LLMForConditionalGeneration, EEGPTConfig, EEGPTModel
-    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
-    from train.stages.tiny import tiny_qwen3_config
-
-    torch.manual_seed(0)
-    model = E2LLMForConditionalGeneration.from_parts(
-        EEGPTModel(EEGPTConfig.from_preset("tiny")), Qwen3ForCausalLM(tiny_qwen3_config())
-    )
-    return model.eval(), E2LLMProcessor(E2LLMFeatureExtractor(), qwen3_tokenizer)
+def model_and_processor(make_tiny_e2llm):
+    return make_tiny_e2llm()
 
 
 @pytest.fixture(scope="module")

@@ -38,34 +38,14 @@ def tensors(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    from train.data import prepare, synthesize
-
-    root = tmp_path_factory.mktemp("real-path-data")
-    synthesize.main(["--out", str(root / "seed-vii"), "--subjects", "1", "--clip-seconds", "10"])
-    prepare.main([
-        "--root", str(root / "seed-vii"), "--out", str(root / "prepared"), "--num-workers", "1",
-        "--qa-train", "16", "--qa-stage3", "12", "--qa-test-multi", "4", "--qa-test-esr", "2",
-    ])  # fmt: skip
-    return root / "prepared"
+def data(make_prepared) -> Path:
+    return make_prepared("real-path-data", 16, 12, 4, 2)
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory) -> tuple[Path, Path]:
+def parts(make_parts) -> tuple[Path, Path]:
     """(official-format EEGPT checkpoint, bfloat16 Qwen3 folder with the offline tokenizer)."""
-    from transformers import Qwen3ForCausalLM
-
-    from modeling_e2llm import EEGPTConfig, EEGPTModel
-    from train.stages.tiny import tiny_qwen3_config
-    from train.tokenizer import build_qwen3_tokenizer
-
-    root = tmp_path_factory.mktemp("real-path-parts")
-    torch.manual_seed(0)
-    encoder = EEGPTModel(EEGPTConfig.from_preset("tiny"))
-    torch.save({"state_dict": {f"target_encoder.{k}": v for k, v in encoder.state_dict().items()}}, root / "eegpt.ckpt")
-    Qwen3ForCausalLM(tiny_qwen3_config(initializer_range=0.5)).to(torch.bfloat16).save_pretrained(root / "qwen3")
-    build_qwen3_tokenizer().save_pretrained(root / "qwen3")
-    return root / "eegpt.ckpt", root / "qwen3"
+    return make_parts("real-path-parts", "qwen3", torch.bfloat16)
 
 
 def stage2_argv(data: Path, parts, out: Path, *extra: str) -> list[str]:

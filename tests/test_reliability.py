@@ -74,21 +74,9 @@ def test_resume_passes_over_half_written_checkpoints_and_says_which_it_takes(tmp
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory) -> tuple[Path, Path]:
+def parts(make_parts) -> tuple[Path, Path]:
     """(a tiny EEGPT in the official checkpoint format, a tiny Qwen3 folder with its tokenizer)."""
-    from transformers import Qwen3ForCausalLM
-
-    from modeling_e2llm import EEGPTConfig, EEGPTModel
-    from train.stages.tiny import tiny_qwen3_config
-    from train.tokenizer import build_qwen3_tokenizer
-
-    folder = tmp_path_factory.mktemp("parts")
-    torch.manual_seed(0)
-    encoder = EEGPTModel(EEGPTConfig.from_preset("tiny"))
-    torch.save({"state_dict": {f"target_encoder.{k}": v for k, v in encoder.state_dict().items()}}, folder / "eegpt.ckpt")
-    Qwen3ForCausalLM(tiny_qwen3_config(initializer_range=0.5)).save_pretrained(folder / "llm")
-    build_qwen3_tokenizer().save_pretrained(folder / "llm")
-    return folder / "eegpt.ckpt", folder / "llm"
+    return make_parts("parts", "llm")
 
 
 def stage2_args(data, parts, out, *extra):

@@ -62,16 +62,8 @@ def trusting_load(code: str, folder: Path, tmp_path: Path) -> subprocess.Complet
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    from train.data import prepare, synthesize
-
-    root = tmp_path_factory.mktemp("security-data")
-    synthesize.main(["--out", str(root / "seed-vii"), "--subjects", "1", "--clip-seconds", "10"])
-    prepare.main([
-        "--root", str(root / "seed-vii"), "--out", str(root / "prepared"), "--num-workers", "1",
-        "--qa-train", "8", "--qa-stage3", "4", "--qa-test-multi", "3", "--qa-test-esr", "3",
-    ])  # fmt: skip
-    return root / "prepared"
+def data(make_prepared) -> Path:
+    return make_prepared("security-data", 8, 4, 3, 3)
 
 
 @pytest.fixture

@@ -27,16 +27,8 @@ QUIET = ["--report_to", "none", "--activation_checkpointing", "false", "--disabl
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    from train.data import prepare, synthesize
-
-    root = tmp_path_factory.mktemp("training-data")
-    synthesize.main(["--out", str(root / "seed-vii"), "--subjects", "1", "--clip-seconds", "10"])
-    prepare.main([
-        "--root", str(root / "seed-vii"), "--out", str(root / "prepared"), "--num-workers", "1",
-        "--qa-train", "24", "--qa-stage3", "12", "--qa-test-multi", "6", "--qa-test-esr", "3",
-    ])  # fmt: skip
-    return root / "prepared"
+def data(make_prepared) -> Path:
+    return make_prepared("training-data", 24, 12, 6, 3)
 
 
 def stage1_args(data: Path, out: Path, *extra: str) -> list[str]:
