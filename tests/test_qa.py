@@ -243,10 +243,12 @@ def test_chain_of_thought_needs_the_measured_features():
     assert build_qa_sets(plain, plain, sizes={"train": 4, "stage3": 0, "test_multi": 3, "test_esr": 0}, cot=False)
 
 
-def test_eim_reasoning_checks_the_eegs_in_turn_until_one_shows_what_the_scenario_calls_for(sets, segments):
+def test_eim_reasoning_names_each_eegs_emotion_then_checks_them_in_turn_until_one_shows_what_the_scenario_calls_for(sets, segments):
     for sample in (s for s in sets["train"] if s["task"] == "EIM"):
         emotions, lines = _emotions_of(sample, segments), _final_text(sample).split("\n")
         question = sample["messages"][1]["content"][-1]["text"]
+        for number, (line, emotion) in enumerate(zip(lines[:3], emotions), start=1):
+            assert line.startswith(f"EEG {number}: ") and line.endswith(f" EEG {number} shows {qa.NOUN[emotion]}.")
         pairs = []
         for letter, line in zip("ABC", lines[3:6]):
             scenario = re.search(rf"^{letter}\. (.+)$", question, re.MULTILINE)[1]

@@ -597,6 +597,33 @@ def test_lm_warmup_trains_a_tiny_qwen3_on_the_task_texts(data, tmp_path):
         assert not [key for key in weights.keys() if "span" in key]
 
 
+def test_lm_warmup_takes_logits_at_the_answer_positions_only(data, tmp_path, monkeypatch):
+    """The warm-up trains through the stages' trainer: the LM head scores only the positions whose
+    next token is part of the answer, never the whole padded batch."""
+    from transformers import Qwen3ForCausalLM
+
+    from train.stages import lm_warmup
+
+    calls, forward = [], Qwen3ForCausalLM.forward
+
+    def spy(self, *args, **kwargs):
+        output = forward(self, *args, **kwargs)
+        calls.append((kwargs.get("logits_to_keep"), kwargs["attention_mask"], output.logits.shape))
+        return output
+
+    monkeypatch.setattr(Qwen3ForCausalLM, "forward", spy)
+    argv = [
+        "--config", str(RECIPES / "demo" / "lm_warmup.yaml"), "--data", str(data), "--output_dir", str(tmp_path),
+        "--max_steps", "2", "--warmup_steps", "0", *QUIET,
+    ]  # fmt: skip
+    assert lm_warmup.main(argv) == 0
+    assert calls
+    for keep, attention_mask, shape in calls:
+        assert keep.dtype == torch.bool and keep.shape == attention_mask.shape
+        assert 0 < keep.sum() < attention_mask.sum()  # the prompts carry no loss
+        assert shape[:-1].numel() == keep.sum()
+
+
 def test_lm_warmup_reads_the_tasks_it_is_told_to_repeat_that_many_times():
     from datasets import Dataset
 

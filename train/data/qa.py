@@ -21,10 +21,13 @@ or disappointment."), then the comparison the task needs and the ``Answer:`` lin
 
 Each check writes the EEG's emotion and the one asked about side by side right before its
 verdict, so the verdict compares neighbours rather than words a sentence apart (what a small
-language model learns from a few thousand examples; README, Measured). EIM repeats each
-scenario, names the emotion it calls for and checks the EEGs in turn until one shows it
-(``A. <scenario> This calls for sadness. EEG 1 shows fear, the scenario needs sadness: no.
-EEG 2 shows sadness, the scenario needs sadness: yes. So A=EEG 2.``).
+language model learns from a few thousand examples; README, Measured). EIM describes the
+three EEGs first, each description closing with what it shows (``EEG 2 shows sadness.``), then
+repeats each scenario, names the emotion it calls for and checks the EEGs in turn until one
+shows it, quoting those closing words (``A. <scenario> This calls for sadness. EEG 1 shows fear,
+the scenario needs sadness: no. EEG 2 shows sadness, the scenario needs sadness: yes. So
+A=EEG 2.``): the emotion a check needs follows the same words earlier in the answer, rather
+than a description's end a paragraph away.
 
 Tasks and their canonical answer strings (the ``answer`` column, and what
 ``parse_answer(task, generated_text)`` returns):
@@ -532,7 +535,12 @@ class _Writer:
             )
             matches.append(f"{letter}. {scenario} This calls for {need}. {checked} So {letter}=EEG {i + 1}.")
         answer = eim_answer(numbers)
-        turns = [_eeg_turn(3, question), _reply(self._answer([*self._describe(indices), *matches], answer))]
+        # Each description ends by naming what its EEG shows, in the words the checks quote later.
+        described = [
+            f"{sentence} EEG {n} shows {NOUN[e]}." if self.cot else sentence
+            for n, (sentence, e) in enumerate(zip(self._describe(indices), emotions), start=1)
+        ]
+        turns = [_eeg_turn(3, question), _reply(self._answer([*described, *matches], answer))]
         return self._sample("EIM", turns, indices, answer)
 
     def esr(self, emotion):

@@ -5,9 +5,12 @@
 
 A real run takes a pretrained Qwen3 (`--llm Qwen/Qwen3-8B`) and never runs this. The demo's
 language model is a tiny Qwen3 with random weights: it knows no language, so stage 2 could not
-teach a projector to make it answer. This step trains it, with TRL's `SFTTrainer` as a plain
+teach a projector to make it answer. This step trains it, with the stages' trainer (TRL's
+`SFTTrainer`, logits taken at the answer positions only: `train.stages.trainer`) as a plain
 language model, on the QA split as prompt-completion pairs: the rendered chat up to the answer
-and the answer, which alone carries the loss, as in stages 2 and 3.
+and the answer, which alone carries the loss, as in stages 2 and 3. (On the CPU, TRL's own loss
+scores every position in float32 tiles: with the demo's 1,100-token vocabulary that took a
+warm-up step from 0.32 to 0.40 s, measured in `e2llm lm-warmup` itself on 60 steps.)
 
 What a pretrained model brings and this one must learn is the ability to read its input. So each
 EEG item is written as the processor lays it out, `<eeg_start>`, 16 slots, `<eeg_end>`, but the
@@ -249,10 +252,10 @@ def fill_span_codes(embeds, input_ids, codes, table, eeg_token_id: int, num_eeg_
 
 
 def _step_sorted_trainer():
-    from trl import SFTTrainer
+    from train.stages.trainer import AnswerLossSFTTrainer
 
-    class StepSortedSFTTrainer(SFTTrainer):
-        """TRL's `SFTTrainer` whose optimizer steps draw random samples and form their micro-batches
+    class StepSortedSFTTrainer(AnswerLossSFTTrainer):
+        """The stages' `AnswerLossSFTTrainer` (TRL's `SFTTrainer`, logits at the answer positions only) whose optimizer steps draw random samples and form their micro-batches
         of samples of similar length (`StepSortedSampler`). With `span_codes` (an `nn.Embedding`
         set on the model as `eeg_span_codes`), batches carry `eeg_codes` and the EEG slots are
         filled with them (`fill_span_codes`)."""
