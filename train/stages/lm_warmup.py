@@ -255,8 +255,9 @@ def _step_sorted_trainer():
     from train.stages.trainer import AnswerLossSFTTrainer
 
     class StepSortedSFTTrainer(AnswerLossSFTTrainer):
-        """The stages' `AnswerLossSFTTrainer` (TRL's `SFTTrainer`, logits at the answer positions only) whose optimizer steps draw random samples and form their micro-batches
-        of samples of similar length (`StepSortedSampler`). With `span_codes` (an `nn.Embedding`
+        """The stages' `AnswerLossSFTTrainer` (TRL's `SFTTrainer`, logits at the answer positions
+        only) whose optimizer steps draw random samples and form their micro-batches of samples of
+        similar length (`StepSortedSampler`). With `span_codes` (an `nn.Embedding`
         set on the model as `eeg_span_codes`), batches carry `eeg_codes` and the EEG slots are
         filled with them (`fill_span_codes`)."""
 
