@@ -243,23 +243,24 @@ def test_chain_of_thought_needs_the_measured_features():
     assert build_qa_sets(plain, plain, sizes={"train": 4, "stage3": 0, "test_multi": 3, "test_esr": 0}, cot=False)
 
 
-def test_eim_reasoning_names_each_eegs_emotion_then_checks_them_in_turn_until_one_shows_what_the_scenario_calls_for(sets, segments):
+def test_eim_reasoning_names_each_eegs_emotion_then_checks_the_unmatched_ones_until_one_shows_what_the_scenario_calls_for(sets, segments):
     for sample in (s for s in sets["train"] if s["task"] == "EIM"):
         emotions, lines = _emotions_of(sample, segments), _final_text(sample).split("\n")
         question = sample["messages"][1]["content"][-1]["text"]
         for number, (line, emotion) in enumerate(zip(lines[:3], emotions), start=1):
             assert line.startswith(f"EEG {number}: ") and line.endswith(f" EEG {number} shows {qa.NOUN[emotion]}.")
-        pairs = []
+        pairs, left = [], [1, 2, 3]
         for letter, line in zip("ABC", lines[3:6]):
             scenario = re.search(rf"^{letter}\. (.+)$", question, re.MULTILINE)[1]
             need, checks, number = re.fullmatch(
                 rf"{letter}\. {re.escape(scenario)} This calls for ([a-z ]+)\. (.+) So {letter}=EEG (\d)\.", line
             ).groups()
             expected = [
-                f"EEG {n} shows {qa.NOUN[e]}, the scenario needs {need}: {'yes' if n == int(number) else 'no'}."
-                for n, e in enumerate(emotions[: int(number)], start=1)
+                f"EEG {n} shows {qa.NOUN[emotions[n - 1]]}, the scenario needs {need}: {'yes' if n == int(number) else 'no'}."
+                for n in left[: left.index(int(number)) + 1]
             ]
-            assert checks == " ".join(expected)
+            assert checks == (" ".join(expected) if len(left) > 1 else f"EEG {number} is the one left.")
+            left.remove(int(number))
             assert qa.NOUN[emotions[int(number) - 1]] == need
             assert scenario in qa.EIM_SCENARIOS[emotions[int(number) - 1]]
             pairs.append(f"{letter}=EEG {number}")

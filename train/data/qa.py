@@ -23,11 +23,12 @@ Each check writes the EEG's emotion and the one asked about side by side right b
 verdict, so the verdict compares neighbours rather than words a sentence apart (what a small
 language model learns from a few thousand examples; README, Measured). EIM describes the
 three EEGs first, each description closing with what it shows (``EEG 2 shows sadness.``), then
-repeats each scenario, names the emotion it calls for and checks the EEGs in turn until one
-shows it, quoting those closing words (``A. <scenario> This calls for sadness. EEG 1 shows fear,
-the scenario needs sadness: no. EEG 2 shows sadness, the scenario needs sadness: yes. So
-A=EEG 2.``): the emotion a check needs follows the same words earlier in the answer, rather
-than a description's end a paragraph away.
+repeats each scenario, names the emotion it calls for and checks the EEGs not yet matched in
+turn until one shows it, quoting those closing words (``A. <scenario> This calls for sadness. EEG 1
+shows fear, the scenario needs sadness: no. EEG 2 shows sadness, the scenario needs sadness: yes.
+So A=EEG 2.``): the emotion a check needs follows the same words earlier in the answer, rather
+than a description's end a paragraph away. The matching is one to one, so the last scenario takes
+the EEG that is left (``C. <scenario> This calls for anger. EEG 3 is the one left. So C=EEG 3.``).
 
 Tasks and their canonical answer strings (the ``answer`` column, and what
 ``parse_answer(task, generated_text)`` returns):
@@ -526,13 +527,19 @@ class _Writer:
         scenarios = [rng.choice(EIM_SCENARIOS[emotions[i]]) for i in order]
         numbers = [int(i) + 1 for i in order]
         question = self._question(EIM_QUESTIONS, after="".join(f"\n{l}. {s}" for l, s in zip("ABC", scenarios)))
-        matches = []
+        # One person per scenario: each scenario checks only the EEGs not yet matched, in turn, and the
+        # last scenario takes the EEG that is left.
+        matches, left = [], [0, 1, 2]
         for letter, i, scenario in zip("ABC", order, scenarios):
             need = NOUN[emotions[i]]
-            checked = " ".join(
-                f"EEG {n + 1} shows {NOUN[emotions[n]]}, the scenario needs {need}: {'yes' if n == i else 'no'}."
-                for n in range(i + 1)
-            )
+            if len(left) == 1:
+                checked = f"EEG {i + 1} is the one left."
+            else:
+                checked = " ".join(
+                    f"EEG {n + 1} shows {NOUN[emotions[n]]}, the scenario needs {need}: {'yes' if n == i else 'no'}."
+                    for n in left[: left.index(i) + 1]
+                )
+            left.remove(i)
             matches.append(f"{letter}. {scenario} This calls for {need}. {checked} So {letter}=EEG {i + 1}.")
         answer = eim_answer(numbers)
         # Each description ends by naming what its EEG shows, in the words the checks quote later.
