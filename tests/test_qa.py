@@ -256,7 +256,8 @@ def test_eim_reasoning_names_each_eegs_emotion_then_checks_the_unmatched_ones_un
                 rf"{letter}\. {re.escape(scenario)} This calls for ([a-z ]+)\. (.+) So {letter}=EEG (\d)\.", line
             ).groups()
             expected = [
-                f"EEG {n} shows {qa.NOUN[emotions[n - 1]]}, the scenario needs {need}: {'yes' if n == int(number) else 'no'}."
+                f"EEG {n} shows {qa.NOUN[emotions[n - 1]]} and the scenario is about {need}, so it "
+                f"{'fits' if n == int(number) else 'does not fit'}."
                 for n in left[: left.index(int(number)) + 1]
             ]
             assert checks == (" ".join(expected) if len(left) > 1 else f"EEG {number} is the one left.")

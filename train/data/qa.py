@@ -24,10 +24,11 @@ verdict, so the verdict compares neighbours rather than words a sentence apart (
 language model learns from a few thousand examples; README, Measured). EIM describes the
 three EEGs first, each description closing with what it shows (``EEG 2 shows sadness.``), then
 repeats each scenario, names the emotion it calls for and checks the EEGs not yet matched in
-turn until one shows it, quoting those closing words (``A. <scenario> This calls for sadness. EEG 1
-shows fear, the scenario needs sadness: no. EEG 2 shows sadness, the scenario needs sadness: yes.
-So A=EEG 2.``): the emotion a check needs follows the same words earlier in the answer, rather
-than a description's end a paragraph away. The matching is one to one, so the last scenario takes
+turn until one shows it, quoting those closing words in the words of the other tasks' checks
+(``A. <scenario> This calls for sadness. EEG 1 shows fear and the scenario is about sadness, so it
+does not fit. EEG 2 shows sadness and the scenario is about sadness, so it fits. So A=EEG 2.``):
+the emotion a check needs follows the same words earlier in the answer, rather than a
+description's end a paragraph away. The matching is one to one, so the last scenario takes
 the EEG that is left (``C. <scenario> This calls for anger. EEG 3 is the one left. So C=EEG 3.``).
 
 Tasks and their canonical answer strings (the ``answer`` column, and what
@@ -536,7 +537,8 @@ class _Writer:
                 checked = f"EEG {i + 1} is the one left."
             else:
                 checked = " ".join(
-                    f"EEG {n + 1} shows {NOUN[emotions[n]]}, the scenario needs {need}: {'yes' if n == i else 'no'}."
+                    f"EEG {n + 1} shows {NOUN[emotions[n]]} and the scenario is about {need}, so it "
+                    f"{'fits' if n == i else 'does not fit'}."
                     for n in left[: left.index(i) + 1]
                 )
             left.remove(i)
