@@ -21,6 +21,10 @@ def test_demo_writes_every_step_folder(demo_run):
         assert (demo_run / name).is_dir(), name
     assert "synthetic" in (demo_run / "data" / "README.txt").read_text().lower()
     assert (demo_run / "stage3" / "merged" / "config.json").is_file()
+    # The warm-up measured its check verdicts on the held-out questions; the summary quotes them.
+    checks = json.loads((demo_run / "lm-warmup" / "warmup_checks.json").read_text())
+    assert checks["checks"] > 0
+    assert f"gave {checks['accuracy']} % of their {checks['checks']} check verdicts right" in " ".join(demo._warmup_line(demo_run))
 
 
 def test_demo_evaluates_every_task_at_its_size(demo_run):

@@ -595,6 +595,10 @@ def test_lm_warmup_trains_a_tiny_qwen3_on_the_task_texts(data, tmp_path):
         assert codes.get_tensor("weight").shape == (lm_warmup.span_code_count(), recipe["hidden_size"])
     with safe_open(tmp_path / "model.safetensors", "pt") as weights:
         assert not [key for key in weights.keys() if "span" in key]
+    # Its check verdicts on the held-out questions, teacher-forced, are measured and kept.
+    checks = json.loads((tmp_path / lm_warmup.CHECKS_FILE).read_text())
+    assert checks["checks"] > 0 and 0 <= checks["right"] <= checks["checks"]
+    assert checks["accuracy"] == round(100 * checks["right"] / checks["checks"], 1)
 
 
 def test_lm_warmup_takes_logits_at_the_answer_positions_only(data, tmp_path, monkeypatch):
@@ -608,7 +612,8 @@ def test_lm_warmup_takes_logits_at_the_answer_positions_only(data, tmp_path, mon
 
     def spy(self, *args, **kwargs):
         output = forward(self, *args, **kwargs)
-        calls.append((kwargs.get("logits_to_keep"), kwargs["attention_mask"], output.logits.shape))
+        if torch.is_grad_enabled():  # training steps, not the held-out check verdicts read after them
+            calls.append((kwargs.get("logits_to_keep"), kwargs["attention_mask"], output.logits.shape))
         return output
 
     monkeypatch.setattr(Qwen3ForCausalLM, "forward", spy)
@@ -657,6 +662,44 @@ def test_lm_warmup_steps_are_random_draws_whose_micro_batches_are_sorted_by_leng
     assert list(sampler) != first
     with pytest.raises(ValueError, match="step_size"):
         StepSortedSampler(lengths, step_size=0)
+
+
+def test_lm_warmup_check_verdicts_read_the_model_at_every_verdict_of_the_gold_answers(data, qwen3_tokenizer):
+    from datasets import load_from_disk
+    from types import SimpleNamespace
+
+    from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+    from train.stages.lm_warmup import chat_texts, check_verdicts
+
+    processor = E2LLMProcessor(E2LLMFeatureExtractor(), qwen3_tokenizer)
+    qa = load_from_disk(str(data / "qa"))["train"].filter(lambda task: task != "IED", input_columns="task")
+    texts = chat_texts(qa, processor)
+    completions = "".join(texts["completion"])
+    fits, does_not = completions.count("so it fits"), completions.count("so it does not fit")
+    assert fits and does_not
+
+    class Always(torch.nn.Module):
+        """Next-token logits that always favour one word's first token."""
+
+        def __init__(self, word):
+            super().__init__()
+            self.embed = torch.nn.Embedding(len(qwen3_tokenizer), 4)
+            self.favoured = qwen3_tokenizer.encode(word, add_special_tokens=False)[0]
+
+        def get_input_embeddings(self):
+            return self.embed
+
+        def forward(self, inputs_embeds):
+            logits = torch.zeros(*inputs_embeds.shape[:2], len(qwen3_tokenizer))
+            logits[..., self.favoured] = 1.0
+            return SimpleNamespace(logits=logits)
+
+    says_fits = check_verdicts(Always(" fits"), qwen3_tokenizer, texts)
+    assert (says_fits["checks"], says_fits["right"], says_fits["fits_checks"]) == (fits + does_not, fits, fits)
+    assert (says_fits["fits_accuracy"], says_fits["does_not_fit_accuracy"]) == (100.0, 0.0)
+    assert says_fits["accuracy"] == round(100 * fits / (fits + does_not), 1)
+    says_does = check_verdicts(Always(" does"), qwen3_tokenizer, texts)
+    assert says_does["right"] == does_not and says_does["does_not_fit_accuracy"] == 100.0
 
 
 def test_lm_warmup_writes_each_eeg_span_as_its_segments_emotion(data, qwen3_tokenizer):

@@ -215,6 +215,21 @@ def _claim_lines(claims: list[dict]) -> list[str]:
     return lines
 
 
+def _warmup_line(out: Path) -> list[str]:
+    """What the warm-up's check verdicts showed (`train.stages.lm_warmup.check_verdicts`), when measured."""
+    from train.stages.lm_warmup import CHECKS_FILE
+
+    path = out / "lm-warmup" / CHECKS_FILE
+    if not path.is_file():
+        return []
+    checks = json.loads(path.read_text())
+    return [
+        "",
+        f"The warm-up model, teacher-forced on the gold test answers, gave {checks['accuracy']} % of their "
+        f"{checks['checks']} check verdicts right: EPC, ESS and EIM rest on that comparison.",
+    ]
+
+
 def _summary(out: Path, state: DemoState, explanation: dict) -> str:
     tables = (out / "eval" / "tables.md").read_text()
     lines = [
@@ -230,6 +245,7 @@ def _summary(out: Path, state: DemoState, explanation: dict) -> str:
         "Its feature claims, checked against the segment's measured features (z-scores against the person's "
         "session; true from 0.5 in the stated direction):",
         *_claim_lines(explanation.get("claims", [])),
+        *_warmup_line(out),
         "",
         "Where things are:",
     ]

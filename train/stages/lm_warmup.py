@@ -44,6 +44,8 @@ EEG tokens; stage 2 takes it as `--llm e2llm-demo/lm-warmup`.
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 
 from train.stages.config import LMWarmupArguments
@@ -251,6 +253,89 @@ def fill_span_codes(embeds, input_ids, codes, table, eeg_token_id: int, num_eeg_
     return embeds
 
 
+# A check's verdict in the gold answers (`train.data.qa`): "... so it fits." or "... so it does not fit."
+_VERDICT = re.compile(r"so it (fits|does not fit)\b")
+CHECKS_FILE = "warmup_checks.json"
+
+
+def check_verdicts(model, tokenizer, texts, table=None, eeg_token_id: int | None = None,
+                   num_eeg_tokens: int = 0) -> dict:  # fmt: skip
+    """How often the model, teacher-forced on gold answers, gives each check its right verdict.
+
+    `texts` are `chat_texts` rows (with `eeg_codes` when `table`, the span codes, fills the EEG
+    slots). At every "so it fits" / "so it does not fit" of a completion the model's next-token
+    logits are read: a verdict is right when the gold one's first token (" fits" or " does")
+    scores above the other's. The verdict depends on whether two written emotions are the same,
+    the comparison EPC, ESS and EIM answers rest on, so this tells whether the model has learned
+    to compare them, apart from how well it reads the EEG. Returns `checks`, `right`,
+    `accuracy` (%), and the same split by whether the gold verdict is "fits" (`fits_*`)."""
+    import torch
+
+    first = {word: tokenizer.encode(f" {word.split()[0]}", add_special_tokens=False)[0] for word in ("fits", "does not fit")}
+    counts = {"checks": 0, "right": 0, "fits_checks": 0, "fits_right": 0}
+    was_training = model.training
+    model.eval()
+    for row in texts:
+        text = row["prompt"] + row["completion"]
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = torch.tensor([encoded["input_ids"]])
+        starts = [start for start, _ in encoded["offset_mapping"]]
+        verdicts = [(m.start(1), m.group(1)) for m in _VERDICT.finditer(text, len(row["prompt"]))]
+        if not verdicts:
+            continue
+        with torch.no_grad():
+            embeds = model.get_input_embeddings()(ids)
+            if table is not None:
+                items = row["eeg_codes"]
+                codes = torch.full((1, len(items), max(map(len, items))), -1)
+                for i, item in enumerate(items):
+                    codes[0, i, : len(item)] = torch.tensor(item)
+                embeds = fill_span_codes(embeds, ids, codes, table, eeg_token_id, num_eeg_tokens)
+            logits = model(inputs_embeds=embeds).logits[0]
+        for char, verdict in verdicts:
+            # The token holding the verdict word's first letter (byte-level BPE puts the space before it in it).
+            token = max(i for i, start in enumerate(starts) if start <= char)
+            other = "fits" if verdict != "fits" else "does not fit"
+            right = bool(logits[token - 1, first[verdict]] > logits[token - 1, first[other]])
+            counts["checks"] += 1
+            counts["right"] += right
+            if verdict == "fits":
+                counts["fits_checks"] += 1
+                counts["fits_right"] += right
+    model.train(was_training)
+    counts["accuracy"] = round(100 * counts["right"] / counts["checks"], 1) if counts["checks"] else None
+    counts["fits_accuracy"] = round(100 * counts["fits_right"] / counts["fits_checks"], 1) if counts["fits_checks"] else None
+    other_checks = counts["checks"] - counts["fits_checks"]
+    counts["does_not_fit_accuracy"] = (
+        round(100 * (counts["right"] - counts["fits_right"]) / other_checks, 1) if other_checks else None
+    )
+    return counts
+
+
+def _held_out_checks(args, model, tokenizer, processor, limit: int = 150) -> dict | None:
+    """`check_verdicts` on (up to `limit` rows of) the prepared `test_multi` split, its EEG spans
+    filled as in training; None when the data has no `test_multi` split."""
+    from train.stages.parts import load_qa, load_segments
+
+    try:
+        qa = load_qa(args.data, "test_multi")
+    except ValueError:
+        return None
+    qa = qa.select(range(min(limit, len(qa))))
+    segments = load_segments(args.data)["test"]
+    table = eeg_token_id = None
+    words = codes = None
+    if args.eeg_as_words:
+        words = segment_span_words(segments, args.eeg_span_features)
+    elif args.eeg_span_code:
+        from processing_e2llm import EEG_TOKEN
+
+        codes = segment_span_codes(segments, args.eeg_span_features)
+        table, eeg_token_id = model.eeg_span_codes, tokenizer.convert_tokens_to_ids(EEG_TOKEN)
+    texts = chat_texts(qa, processor, words, codes)
+    return check_verdicts(model, tokenizer, texts, table, eeg_token_id, processor.num_eeg_tokens)
+
+
 def _step_sorted_trainer():
     from train.stages.trainer import AnswerLossSFTTrainer
 
@@ -311,6 +396,7 @@ def run(args: LMWarmupArguments, training_args) -> int:
     from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
     from train.stages.parts import load_qa, load_segments
     from train.stages.stage2 import last_checkpoint
+    from train.io import write_atomic
     from train.stages.tiny import tiny_qwen3_config
     from train.tokenizer import build_demo_tokenizer
 
@@ -362,6 +448,14 @@ def run(args: LMWarmupArguments, training_args) -> int:
     trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, args.resume))
     if trainer.is_world_process_zero():
         model = trainer.accelerator.unwrap_model(trainer.model)
+        checks = _held_out_checks(args, model, tokenizer, processor)
+        if checks is not None:
+            write_atomic(f"{training_args.output_dir}/{CHECKS_FILE}", json.dumps(checks, indent=2))
+            print(
+                f"Teacher-forced on the gold test_multi answers, {checks['accuracy']} % of {checks['checks']} check "
+                f"verdicts are right ({checks['fits_accuracy']} % of the 'fits', {checks['does_not_fit_accuracy']} % "
+                f"of the 'does not fit'); saved to {CHECKS_FILE}"
+            )
         if hasattr(model, "eeg_span_codes"):
             from safetensors.torch import save_file
 
