@@ -377,6 +377,12 @@ class _Pool:
         return 0 if abs(gap) < self.margin else int(np.sign(gap))
 
 
+def _check(number: int, seen: str, what: str, asked: str, mark: str) -> str:
+    """One check of an EEG against the emotion a question or scenario (`what`) is about, the two
+    emotions side by side before the verdict (`mark`: fits, does not fit, ...)."""
+    return f"EEG {number} shows {NOUN[seen]} and the {what} is about {NOUN[asked]}, so it {mark}."
+
+
 class _Writer:
     """Renders samples of the five tasks; ``cot=False`` keeps only the answer line."""
 
@@ -446,7 +452,7 @@ class _Writer:
                 mark = "fits, but less strongly"
             else:
                 mark = "fits" if seen == emotion else "does not fit"
-            checks.append(f"{sentence} EEG {number} shows {NOUN[seen]} and the question is about {NOUN[emotion]}, so it {mark}.")
+            checks.append(f"{sentence} {_check(number, seen, 'question', emotion, mark)}")
         return checks
 
     def epc(self, emotion, outcome):
@@ -537,8 +543,7 @@ class _Writer:
                 checked = f"EEG {i + 1} is the one left."
             else:
                 checked = " ".join(
-                    f"EEG {n + 1} shows {NOUN[emotions[n]]} and the scenario is about {need}, so it "
-                    f"{'fits' if n == i else 'does not fit'}."
+                    _check(n + 1, emotions[n], "scenario", emotions[i], "fits" if n == i else "does not fit")
                     for n in left[: left.index(i) + 1]
                 )
             left.remove(i)

@@ -44,6 +44,7 @@ EEG tokens; stage 2 takes it as `--llm e2llm-demo/lm-warmup`.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import sys
@@ -215,18 +216,23 @@ class SpanCodeCollator:
         self.collator = collator
 
     def __call__(self, examples):
-        import torch
-
-        codes = [example["eeg_codes"] for example in examples]
         batch = self.collator([{k: v for k, v in example.items() if k != "eeg_codes"} for example in examples])
-        items = max((len(row) for row in codes), default=0)
-        width = max((len(item) for row in codes for item in row), default=0)
-        table = torch.full((len(codes), max(items, 1), max(width, 1)), -1, dtype=torch.long)
-        for b, row in enumerate(codes):
-            for i, item in enumerate(row):
-                table[b, i, : len(item)] = torch.tensor(item, dtype=torch.long)
-        batch["eeg_codes"] = table
+        batch["eeg_codes"] = code_table([example["eeg_codes"] for example in examples])
         return batch
+
+
+def code_table(codes):
+    """Rows of EEG items' code lists -> a (rows, items, codes) long tensor, -1 where a row has
+    fewer items or an item fewer codes: what `fill_span_codes` takes."""
+    import torch
+
+    items = max((len(row) for row in codes), default=0)
+    width = max((len(item) for row in codes for item in row), default=0)
+    table = torch.full((len(codes), max(items, 1), max(width, 1)), -1, dtype=torch.long)
+    for b, row in enumerate(codes):
+        for i, item in enumerate(row):
+            table[b, i, : len(item)] = torch.tensor(item, dtype=torch.long)
+    return table
 
 
 def fill_span_codes(embeds, input_ids, codes, table, eeg_token_id: int, num_eeg_tokens: int, noise: float = 0.0):
@@ -286,15 +292,11 @@ def check_verdicts(model, tokenizer, texts, table=None, eeg_token_id: int | None
         with torch.no_grad():
             embeds = model.get_input_embeddings()(ids)
             if table is not None:
-                items = row["eeg_codes"]
-                codes = torch.full((1, len(items), max(map(len, items))), -1)
-                for i, item in enumerate(items):
-                    codes[0, i, : len(item)] = torch.tensor(item)
-                embeds = fill_span_codes(embeds, ids, codes, table, eeg_token_id, num_eeg_tokens)
+                embeds = fill_span_codes(embeds, ids, code_table([row["eeg_codes"]]), table, eeg_token_id, num_eeg_tokens)
             logits = model(inputs_embeds=embeds).logits[0]
         for char, verdict in verdicts:
             # The token holding the verdict word's first letter (byte-level BPE puts the space before it in it).
-            token = max(i for i, start in enumerate(starts) if start <= char)
+            token = bisect.bisect_right(starts, char) - 1
             other = "fits" if verdict != "fits" else "does not fit"
             right = bool(logits[token - 1, first[verdict]] > logits[token - 1, first[other]])
             counts["checks"] += 1
@@ -303,13 +305,24 @@ def check_verdicts(model, tokenizer, texts, table=None, eeg_token_id: int | None
                 counts["fits_checks"] += 1
                 counts["fits_right"] += right
     model.train(was_training)
-    counts["accuracy"] = round(100 * counts["right"] / counts["checks"], 1) if counts["checks"] else None
-    counts["fits_accuracy"] = round(100 * counts["fits_right"] / counts["fits_checks"], 1) if counts["fits_checks"] else None
-    other_checks = counts["checks"] - counts["fits_checks"]
-    counts["does_not_fit_accuracy"] = (
-        round(100 * (counts["right"] - counts["fits_right"]) / other_checks, 1) if other_checks else None
-    )
+
+    def percent(right, checks):
+        return round(100 * right / checks, 1) if checks else None
+
+    counts["accuracy"] = percent(counts["right"], counts["checks"])
+    counts["fits_accuracy"] = percent(counts["fits_right"], counts["fits_checks"])
+    counts["does_not_fit_accuracy"] = percent(counts["right"] - counts["fits_right"], counts["checks"] - counts["fits_checks"])
     return counts
+
+
+def _span_inputs(args, segments) -> tuple[dict | None, dict | None]:
+    """(segment words, segment codes) of `segments` as `args` writes the EEG spans: words
+    (`eeg_as_words`), codes (`eeg_span_code`) or neither (the bare slots)."""
+    if args.eeg_as_words:
+        return segment_span_words(segments, args.eeg_span_features), None
+    if args.eeg_span_code:
+        return None, segment_span_codes(segments, args.eeg_span_features)
+    return None, None
 
 
 def _held_out_checks(args, model, tokenizer, processor, limit: int = 150) -> dict | None:
@@ -322,15 +335,11 @@ def _held_out_checks(args, model, tokenizer, processor, limit: int = 150) -> dic
     except ValueError:
         return None
     qa = qa.select(range(min(limit, len(qa))))
-    segments = load_segments(args.data)["test"]
+    words, codes = _span_inputs(args, load_segments(args.data)["test"])
     table = eeg_token_id = None
-    words = codes = None
-    if args.eeg_as_words:
-        words = segment_span_words(segments, args.eeg_span_features)
-    elif args.eeg_span_code:
+    if codes is not None:
         from processing_e2llm import EEG_TOKEN
 
-        codes = segment_span_codes(segments, args.eeg_span_features)
         table, eeg_token_id = model.eeg_span_codes, tokenizer.convert_tokens_to_ids(EEG_TOKEN)
     texts = chat_texts(qa, processor, words, codes)
     return check_verdicts(model, tokenizer, texts, table, eeg_token_id, processor.num_eeg_tokens)
@@ -394,9 +403,9 @@ def run(args: LMWarmupArguments, training_args) -> int:
     from transformers import Qwen3ForCausalLM, set_seed
 
     from processing_e2llm import E2LLMFeatureExtractor, E2LLMProcessor
+    from train.io import write_atomic
     from train.stages.parts import load_qa, load_segments
     from train.stages.stage2 import last_checkpoint
-    from train.io import write_atomic
     from train.stages.tiny import tiny_qwen3_config
     from train.tokenizer import build_demo_tokenizer
 
@@ -408,11 +417,7 @@ def run(args: LMWarmupArguments, training_args) -> int:
     qa = repeat_tasks(qa, parse_task_repeats(args.task_repeats))
     if args.eeg_span_code and args.eeg_as_words:
         raise ValueError("eeg_span_code fills the bare <eeg> slots with codes: set eeg_as_words false with it")
-    segment_words = segment_codes = None
-    if args.eeg_as_words:
-        segment_words = segment_span_words(load_segments(args.data)["train"], args.eeg_span_features)
-    elif args.eeg_span_code:
-        segment_codes = segment_span_codes(load_segments(args.data)["train"], args.eeg_span_features)
+    segment_words, segment_codes = _span_inputs(args, load_segments(args.data)["train"])
     # Rendering a chat needs no tokenizer's words: the demo tokenizer before training serves.
     processor = E2LLMProcessor(E2LLMFeatureExtractor(), build_demo_tokenizer(()))
     texts = chat_texts(qa, processor, segment_words, segment_codes)
