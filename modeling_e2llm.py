@@ -151,9 +151,11 @@ class EEGPTConfig(PreTrainedConfig):
         initializer_range (`float`, defaults to 0.02): std of the truncated-normal initialisation.
         input_scale (`float`, defaults to 1.0): the EEG (in mV) is multiplied by this before the patch
             embedding. The released checkpoint reads mV as they are (1.0). An encoder trained from
-            random weights learns far faster from inputs near unit scale: EEG of tens of uV is about
-            0.01 mV, and each token's LayerNorm then sees the electrode embedding almost alone, so
-            such an encoder is best given e.g. 100. The model's inputs stay in mV either way.
+            random weights needs the patch embedding comparable to the electrode embedding it is
+            added to: far below it, the EEG barely moves a token (1.0: EEG of tens of uV is about
+            0.01 mV); far above it, each token's LayerNorm keeps the patch's spectral shape but not
+            its power. The demo's tiny encoder (initializer_range 0.1) learns best at about 3.
+            The model's inputs stay in mV either way.
         num_labels / id2label: used by `EEGPTForEmotionClassification`.
     """
 

@@ -88,3 +88,20 @@ def test_demo_run_again_continues_after_the_finished_steps(demo_run, capsys):
     for step in ("data", "prepared", "stage1", "lm-warmup", "stage2", "stage3", "eval", "attribution", "hub"):
         assert f"{step}/ already done, skipped" in printed
     assert "$ e2llm" not in printed
+
+
+def test_demo_stage1_autocasts_to_bfloat16_only_on_a_cpu_with_bfloat16_units(monkeypatch):
+    import torch
+
+    from train.demo import cpu_bf16_arguments
+    from train.stages import stage1
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert cpu_bf16_arguments() == []
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    arguments = cpu_bf16_arguments()
+    _, training_args = stage1.parse_arguments(["--data", "unused", "--output_dir", "unused", *arguments])
+    assert training_args.bf16 and training_args.use_cpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cpu_bf16_arguments() == []  # a GPU takes the recipe as it is

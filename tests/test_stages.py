@@ -152,6 +152,16 @@ def test_stage1_trains_with_adamw_and_a_full_one_cycle_schedule(data, tmp_path):
     assert rates[-1] < 1e-3 * 2e-3  # annealed to the end of the cycle, not stopped half-way
 
 
+def test_stage1_computes_attention_as_the_recipe_names_it(data, tmp_path):
+    from train.stages import stage1
+
+    args, _ = stage1.parse_arguments(stage1_args(data, tmp_path, "--attn_implementation", "eager"))
+    model = stage1.build_classifier(args)
+    assert model.config._attn_implementation == "eager" == model.eegpt.config._attn_implementation
+    args.attn_implementation = None  # the field's default
+    assert stage1.build_classifier(args).config._attn_implementation == "sdpa"  # transformers' choice
+
+
 def test_stage1_stops_at_max_steps(data, tmp_path):
     from train.stages import stage1
 

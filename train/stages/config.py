@@ -37,7 +37,8 @@ class Stage1Arguments:
         default=1.0,
         metadata={
             "help": "Random weights only: EEGPTConfig.input_scale, the factor applied to the EEG (mV) before the "
-            "patch embedding. 100 lets a randomly initialised encoder learn; a checkpoint keeps 1.0."
+            "patch embedding. A randomly initialised encoder needs it (the demo: 3, EEGPTConfig.input_scale); a "
+            "checkpoint keeps 1.0."
         },
     )
     encoder_initializer_range: float = field(
@@ -46,6 +47,14 @@ class Stage1Arguments:
             "help": "Random weights only: EEGPTConfig.initializer_range, the std of the initial weights. A tiny "
             "encoder from random weights leaves its first epochs at chance with 0.02 and learns from the third "
             "epoch with 0.1 (the demo)."
+        },
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "The encoder's attention kernel (`sdpa`, `eager`, `flash_attention_2`, ...); empty: transformers' "
+            "choice (sdpa). At the tiny encoder's width on the CPU with `bf16`, `eager` is the fastest "
+            "(benchmarks/README.md)."
         },
     )
     pct_start: float = field(default=0.3, metadata={"help": "Fraction of the one-cycle schedule spent warming up."})

@@ -119,7 +119,7 @@ def build_classifier(args: Stage1Arguments):
         model = EEGPTForEmotionClassification.from_pretrained(args.encoder)
         if model.config.num_labels != len(EMOTIONS):
             raise ValueError(f"{args.encoder} classifies {model.config.num_labels} classes, not the {len(EMOTIONS)} emotions")
-        return model
+        return _with_attention(model, args.attn_implementation)
     encoder = load_eeg_encoder(
         args.encoder, args.encoder_preset, args.encoder_input_scale, args.encoder_initializer_range
     )
@@ -129,6 +129,13 @@ def build_classifier(args: Stage1Arguments):
     config.label2id = {name: index for index, name in id2label.items()}
     model = EEGPTForEmotionClassification(config)
     model.eegpt.load_state_dict(encoder.state_dict())
+    return _with_attention(model, args.attn_implementation)
+
+
+def _with_attention(model, attn_implementation: str | None):
+    """`model`, its attention computed by `attn_implementation` when one is named."""
+    if attn_implementation is not None:
+        model.set_attn_implementation(attn_implementation)
     return model
 
 
