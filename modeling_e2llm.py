@@ -154,7 +154,7 @@ class EEGPTConfig(PreTrainedConfig):
             random weights needs the patch embedding comparable to the electrode embedding it is
             added to: far below it, the EEG barely moves a token (1.0: EEG of tens of uV is about
             0.01 mV); far above it, each token's LayerNorm keeps the patch's spectral shape but not
-            its power. The demo's tiny encoder (initializer_range 0.1) learns best at about 3.
+            its power. A tiny encoder (initializer_range 0.1) learned best at about 3.
             The model's inputs stay in mV either way.
         num_labels / id2label: used by `EEGPTForEmotionClassification`.
     """
