@@ -232,13 +232,14 @@ def test_each_claim_is_read_back_and_checked_against_the_described_eeg():
     row = {"task": "EPC", "segment_ids": ["a", "b"], "text": (
         "The question is about fear.\nEEG 1: alpha is reduced over the occipital sites; frontal alpha is higher on "
         "the right. This suggests fear.\nEEG 2: there is less alpha over the occipital region and the frontal sites "
-        "show more beta. This suggests anger.\nEEG 3: beta is raised over the frontal region.\nAnswer: more")}
+        "show more beta. This suggests anger. There is less alpha over the occipital sites.\nEEG 3: beta is raised "
+        "over the frontal region.\nAnswer: more")}
     judged = evaluation.judge_claims(row, SCORES)
     assert [(c["eeg"], c["feature"], c["direction"], c["true"]) for c in judged] == [
         (1, "power_alpha_occipital", -1, True),
         (1, "asymmetry_alpha_frontal", 1, True),
         (2, "power_alpha_occipital", -1, False),  # b's occipital alpha is raised
-        (2, "power_beta_frontal", 1, True),
+        (2, "power_beta_frontal", 1, True),  # EEG 2's repeated occipital claim is scored once
         (3, "power_beta_frontal", 1, False),  # there is no EEG 3
     ]
     assert judged[0]["segment"] == "a" and judged[0]["z"] == -1.5 and judged[4]["segment"] is None
@@ -263,6 +264,42 @@ def test_faithfulness_sets_the_models_claims_beside_those_copied_from_the_same_e
     assert figures["baseline_eegs"] == 2
     assert figures["baseline_claim_precision"] == 0.0 and figures["baseline_all_true"] == 0.0
     assert figures["gap"] == 100.0
+    assert "typical_claim_precision" not in figures  # no training segments given
+
+
+def test_the_typical_features_baseline_states_what_the_emotion_shows_on_average():
+    training = {
+        "t1": {"power_alpha_occipital": -2.0, "power_beta_frontal": 0.5, "asymmetry_alpha_frontal": 0.4},
+        "t2": {"power_alpha_occipital": -1.0, "power_beta_frontal": -0.1, "asymmetry_alpha_frontal": 1.0},
+        "t3": {"power_alpha_occipital": 0.3, "power_beta_frontal": 1.5, "asymmetry_alpha_frontal": -0.2},
+    }
+    typical = evaluation.typical_claims(training, {"t1": "sad", "t2": "sad", "t3": "fear"})
+    from train.data.claims import Claim
+
+    # sad: occipital alpha -1.5, asymmetry +0.7, frontal beta +0.2 on average; fear: t3's own.
+    assert typical["sad"][:3] == [Claim("power_alpha_occipital", -1), Claim("asymmetry_alpha_frontal", 1),
+                                  Claim("power_beta_frontal", 1)]  # fmt: skip
+    assert typical["fear"][0] == Claim("power_beta_frontal", 1)
+
+    def row(segment, text):
+        r = {"task": "IED", "segment_ids": [segment], "text": text}
+        return {**r, "claims": evaluation.judge_claims(r, SCORES)}
+
+    rows = [
+        # a (sad) states 2 claims, both true; the typical 2 of sad: occipital alpha reduced (a: -1.5,
+        # true), frontal alpha higher on the right (a: 1.0, true).
+        row("a", "The EEG: alpha is reduced over the occipital sites; frontal alpha is higher on the right."),
+        # b (sad) states 1 true claim; the typical 1 of sad, occipital alpha reduced, is false for b (+0.8).
+        row("b", "The EEG: beta is raised over the frontal sites. Answer: sad"),
+        # c (fear) states the same claim twice (scored once, false: c's frontal beta is -1.0); fear's typical:
+        # frontal beta raised, false too.
+        row("c", "The EEG: beta is raised over the frontal region and there is more beta over the frontal sites."),
+    ]
+    figures = evaluation.score_faithfulness(rows, SCORES, {"a": "sad", "b": "sad", "c": "fear"}, typical)["IED"]
+    assert figures["claim_precision"] == pytest.approx(300 / 4)
+    assert figures["typical_claim_precision"] == pytest.approx(200 / 4)
+    assert figures["typical_all_true"] == pytest.approx(100 / 3)
+    assert figures["typical_gap"] == pytest.approx(25.0)
 
 
 # ----------------------------------------------------------------------------- generation

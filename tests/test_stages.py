@@ -72,8 +72,8 @@ def stage2_args(data, encoder, llm, out, *extra: str) -> list[str]:
     return [
         "--config", str(RECIPES / "demo" / "stage2.yaml"), "--data", str(data), "--encoder", str(encoder),
         "--llm", str(llm), "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "2",
-        "--max_train_samples", "4", *QUIET, *extra,
-    ]  # fmt: skip
+        "--max_train_samples", "4", "--span_code_weight", "0", *QUIET, *extra,
+    ]  # fmt: skip  (llm_dir is no warm-up: no span codes to pull the projector towards)
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +168,37 @@ def test_stage1_stops_at_max_steps(data, tmp_path):
     assert stage1.main(stage1_args(data, tmp_path, "--max_steps", "3")) == 0
     state = json.loads((tmp_path / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and (tmp_path / "model.safetensors").is_file()
+
+
+def test_stage1_can_also_learn_the_measured_features_and_saves_the_encoder_without_their_head(data, tmp_path):
+    from train.data.claims import CLAIMABLE
+    from train.stages import stage1
+    from train.stages.parts import load_segments
+
+    segments = load_segments(data)["train"]
+    targets = stage1.segment_feature_targets(segments)
+    assert len(targets) == len(segments)
+    for row in (0, len(segments) - 1):
+        expected = [segments[row][name] for name in CLAIMABLE]
+        np.testing.assert_allclose(targets[segments[row]["id"]], expected, rtol=1e-6)
+
+    argv = stage1_args(data, tmp_path, "--feature_loss_weight", "2.0", "--per_device_eval_batch_size", "1000")
+    assert stage1.main(argv) == 0
+    assert not any(key.startswith("feature_head") for key in load_file(tmp_path / "model.safetensors"))
+    history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
+    assert sum("feature_mse" in record for record in history) == 2  # logged every epoch, as the loss is
+    assert sum("eval_feature_mse" in record for record in history) >= 2
+    # The loss is the emotions' cross-entropy plus the weighted feature error: the saved model
+    # (without the feature head) gives the cross-entropy of the reported evaluation loss.
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    args, training_args = stage1.parse_arguments(argv)
+    _, validation, store = stage1.build_datasets(args, training_args.seed)
+    model = EEGPTForEmotionClassification.from_pretrained(tmp_path).eval()
+    batch = stage1.EmotionWindowCollator(store, crop="center")(list(validation))
+    with torch.no_grad():
+        cross_entropy = model(**batch).loss.item()
+    assert results["eval_feature_mse"] > 0.05
+    assert results["eval_loss"] == pytest.approx(cross_entropy + 2.0 * results["eval_feature_mse"], abs=2e-3)
 
 
 def test_stage1_eval_rows_take_the_centred_crop_and_training_rows_a_random_one(data):
@@ -570,6 +601,45 @@ def test_stage3_lora_pattern_matches_only_the_language_models_q_and_k():
     assert matched == [f"model.language_model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "k_proj")]
 
 
+def test_span_code_distance_is_zero_at_the_codes_and_relative_to_their_norm():
+    from train.stages.lm_warmup import span_code_distance
+
+    table = torch.randn(5, 8)
+    codes = torch.tensor([[1.0, 0.0, 0.5, 0.0, -2.0], [0.0, 1.0, 0.0, 0.0, 0.0]])
+    targets = codes @ table
+    tokens = targets[:, None].expand(2, 3, 8).clone()
+    assert span_code_distance(tokens, codes, table).item() == pytest.approx(0.0, abs=1e-6)
+    shifted = tokens + torch.tensor([1.0] + [0.0] * 7)
+    expected = 1.0 / targets.pow(2).sum(-1).mean()
+    assert span_code_distance(shifted, codes, table).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_stage2_of_the_demo_pulls_the_projector_towards_the_warm_ups_span_codes(data, stage1_dir, llm_dir, tmp_path):
+    from train.stages import lm_warmup, stage2
+
+    warm = tmp_path / "lm-warmup"
+    assert lm_warmup.main([
+        "--config", str(RECIPES / "demo" / "lm_warmup.yaml"), "--data", str(data), "--output_dir", str(warm),
+        "--max_steps", "2", "--warmup_steps", "0", "--max_train_samples", "16", *QUIET,
+    ]) == 0  # fmt: skip
+    table, features, scores = lm_warmup.load_span_codes(warm)
+    recipe = yaml.safe_load((RECIPES / "demo" / "lm_warmup.yaml").read_text())
+    assert (features, scores) == (recipe["eeg_span_features"], recipe["eeg_span_scores"])
+    assert table.shape[0] == lm_warmup.span_code_count(scores)
+
+    argv = stage2_args(data, stage1_dir, warm, tmp_path / "stage2", "--max_steps", "12", "--span_code_weight", "1",
+                       "--learning_rate", "3e-2", "--lr_scheduler_type", "constant", "--logging_steps", "1",
+                       "--train_crop", "center", "--save_strategy", "steps", "--save_steps", "12")  # fmt: skip
+    assert stage2.main(argv) == 0
+    history = json.loads(next((tmp_path / "stage2").glob("checkpoint-*/trainer_state.json")).read_text())["log_history"]
+    distances = [record["span_code_distance"] for record in history if "span_code_distance" in record]
+    assert len(distances) == 12
+    assert sum(distances[-3:]) < 0.5 * sum(distances[:3])  # the projector learns to write the codes
+    # Without a warm-up's codes the option says what it needs.
+    with pytest.raises(ValueError, match="span_codes.safetensors"):
+        stage2.main(stage2_args(data, stage1_dir, llm_dir, tmp_path / "none", "--span_code_weight", "1"))
+
+
 # Demo LM warm-up
 
 
@@ -773,12 +843,21 @@ def test_lm_warmup_span_codes_fill_every_slot_of_an_eeg_item_with_the_sum_of_its
     segments = load_from_disk(str(data / "segments"))["train"]
     codes = segment_span_codes(segments, features=True)
     columns = segments.select_columns(["id", "emotion", *FEATURE_NAMES]).to_dict()
+    scored = segment_span_codes(segments, features=True, scores=True)
+    emotion_only = segment_span_codes(segments, features=False)
     for row, segment in enumerate(columns["id"][:20]):
         claims = salient_claims({name: columns[name][row] for name in FEATURE_NAMES})
         expected = [EMOTIONS.index(columns["emotion"][row])]
         expected += [len(EMOTIONS) + 2 * CLAIMABLE.index(c.feature) + (c.direction > 0) for c in claims]
-        assert codes[segment] == expected and max(expected) < span_code_count()
-    assert all(len(c) == 1 for c in segment_span_codes(segments, features=False).values())
+        assert len(codes[segment]) == span_code_count()
+        assert [i for i, weight in enumerate(codes[segment]) if weight] == sorted(expected)
+        assert {codes[segment][i] for i in expected} == {1.0}
+        assert [i for i, weight in enumerate(emotion_only[segment]) if weight] == expected[:1]
+        # With scores: the emotion's code, then every claimable feature weighted by its z-score (clipped).
+        assert len(scored[segment]) == span_code_count(scores=True) == len(EMOTIONS) + len(CLAIMABLE)
+        assert scored[segment][: len(EMOTIONS)] == emotion_only[segment][: len(EMOTIONS)]
+        z = np.clip([columns[name][row] for name in CLAIMABLE], -3, 3)
+        np.testing.assert_allclose(scored[segment][len(EMOTIONS) :], z, rtol=1e-6)
     texts = chat_texts(qa, processor, segment_codes=codes)
     assert [t["eeg_codes"] for t in texts] == [[codes[s] for s in r["segment_ids"]] for r in qa]
     with pytest.raises(ValueError, match="either in words or as codes"):
@@ -796,11 +875,12 @@ def test_lm_warmup_span_codes_fill_every_slot_of_an_eeg_item_with_the_sum_of_its
     table = torch.nn.Embedding(span_code_count(), 8)
     embeds = torch.zeros(*batch["input_ids"].shape, 8)
     filled = fill_span_codes(embeds, batch["input_ids"], batch["eeg_codes"], table, eeg, 16)
+    assert batch["eeg_codes"].dtype == torch.float32
     for b, text in enumerate(texts):
         slots = (batch["input_ids"][b] == eeg).nonzero().flatten()
         assert len(slots) == 16 * len(text["eeg_codes"])
-        for item, item_codes in enumerate(text["eeg_codes"]):
-            expected = table.weight[item_codes].sum(0)
+        for item, weights in enumerate(text["eeg_codes"]):
+            expected = (torch.tensor(weights)[:, None] * table.weight).sum(0)
             assert torch.allclose(filled[b, slots[16 * item : 16 * (item + 1)]], expected.expand(16, 8))
         others = torch.ones(batch["input_ids"].shape[1], dtype=torch.bool)
         others[slots] = False

@@ -49,7 +49,13 @@ same-emotion baseline: each described EEG takes the claims the model made for an
 segment of the same (true) emotion, the next one in the run's order, and they are scored
 against this EEG's features: what explanations that follow only the emotion would score. `gap`
 is the model's precision minus the baseline's: how much the claims read this EEG beyond its
-label. It says nothing about whether the emotion reading is right, whether the salient
+label. That baseline copies one EEG's claims, noise included; an explanation could follow the
+label more cleverly and state what the label's EEGs show on average. So a second baseline, the
+**typical features** of the emotion: each described EEG takes, as many as the model made for it,
+the claims of the features whose mean z-score over the training segments of its true emotion
+is largest (`typical_claims`), scored against its own features (`typical_claim_precision`,
+`typical_all_true`, `typical_gap`); it is present when the prepared data has training segments.
+A model that reads the EEG beyond its label beats both. It says nothing about whether the emotion reading is right, whether the salient
 features are the ones that drove the answer (see `train.evaluation.attribution`), or what an
 explanation phrased outside the project's wording claims.
 """
@@ -106,7 +112,8 @@ def judge_claims(row: dict, scores: dict[str, dict[str, float]]) -> list[dict]:
     """Every feature claim of a prediction row's explanation, checked against its segments' z-scores.
 
     Reads `first_turn` (ESR's descriptions) and `text`; EEG n is the row's n-th segment. A claim
-    about an EEG the sample does not have is false.
+    about an EEG the sample does not have is false. A claim an EEG's description repeats is
+    scored once: saying it again adds nothing to what the explanation claims.
     """
     from train.data.claims import read_explanation
 
@@ -115,7 +122,7 @@ def judge_claims(row: dict, scores: dict[str, dict[str, float]]) -> list[dict]:
     for number, claims in sorted(read_explanation(text).items()):
         segment = row["segment_ids"][number - 1] if 0 < number <= len(row["segment_ids"]) else None
         own = scores.get(segment, {}) if segment is not None else {}
-        for claim in claims:
+        for claim in dict.fromkeys(claims):  # in order, each once
             value = own.get(claim.feature)
             judged.append({
                 "eeg": number, "segment": segment, "feature": claim.feature, "direction": claim.direction,
@@ -133,8 +140,30 @@ def _precision_and_all_true(explanations: list[list[bool]]) -> tuple[float | Non
     return precision, all_true
 
 
-def score_faithfulness(rows: Sequence[dict], scores: dict[str, dict[str, float]], emotion_of: dict[str, str]) -> dict:
-    """Per task, how true the explanations' claims are, beside the same-emotion baseline (see the module docstring).
+def typical_claims(scores: dict[str, dict[str, float]], emotion_of: dict[str, str]) -> dict[str, list]:
+    """Emotion -> the claims of its typical features, most typical first: every claimable feature,
+    ranked by the absolute mean z-score over the segments of that emotion (`scores`, `emotion_of`:
+    segment id -> z-scores, emotion; the training segments), in the direction of that mean."""
+    from train.data.claims import CLAIMABLE, Claim
+
+    typical = {}
+    for emotion in sorted(set(emotion_of.values())):
+        members = [scores[segment] for segment, each in emotion_of.items() if each == emotion and segment in scores]
+        means = {}
+        for name in CLAIMABLE:
+            values = [member[name] for member in members if not math.isnan(member.get(name, math.nan))]
+            if values:
+                means[name] = float(np.mean(values))
+        ranked = sorted(means, key=lambda name: -abs(means[name]))
+        typical[emotion] = [Claim(name, 1 if means[name] > 0 else -1) for name in ranked]
+    return typical
+
+
+def score_faithfulness(rows: Sequence[dict], scores: dict[str, dict[str, float]], emotion_of: dict[str, str],
+                       typical: dict[str, list] | None = None) -> dict:  # fmt: skip
+    """Per task, how true the explanations' claims are, beside the same-emotion baseline and, with
+    `typical` (`typical_claims` of the training segments), the typical-features baseline (see the
+    module docstring).
 
     `rows` are prediction rows with `claims` (from `judge_claims`) and `segment_ids`; `scores`
     maps segment ids to their feature z-scores, `emotion_of` to their true emotion. Tasks whose
@@ -170,6 +199,18 @@ def score_faithfulness(rows: Sequence[dict], scores: dict[str, dict[str, float]]
         model = [[c["true"] for c in row["claims"]] for row in task_rows]
         precision, all_true = _precision_and_all_true(model)
         baseline_precision, baseline_all_true = _precision_and_all_true(baseline)
+        typical_figures = {}
+        if typical is not None:
+            label_only: list[list[bool]] = [[] for _ in task_rows]
+            for index, _, segment, claims in described:
+                stated = typical.get(emotion_of.get(segment), [])[: len(set(claims))]
+                label_only[index] += [claim.holds(scores.get(segment, {})) for claim in stated]
+            typical_precision, typical_all_true = _precision_and_all_true(label_only)
+            typical_figures = {
+                "typical_claim_precision": typical_precision,
+                "typical_all_true": typical_all_true,
+                "typical_gap": None if precision is None or typical_precision is None else precision - typical_precision,
+            }
         results[task] = {
             "explanations": len(task_rows),
             "described_eegs": len(described),
@@ -180,6 +221,7 @@ def score_faithfulness(rows: Sequence[dict], scores: dict[str, dict[str, float]]
             "baseline_claim_precision": baseline_precision,
             "baseline_all_true": baseline_all_true,
             "gap": None if precision is None or baseline_precision is None else precision - baseline_precision,
+            **typical_figures,
         }
     return results
 
@@ -303,18 +345,22 @@ def format_tables(results: dict, name: str, emotions: Sequence[str]) -> str:
         parts.append(f"Table 3: multi-EEG reasoning, accuracy % (n: {counts})\n\n" + _table(header, rows))
     faithful = [task for task in TASKS if "faithfulness" in results.get(task, {})]
     if faithful:
+        typical = any("typical_claim_precision" in results[task]["faithfulness"] for task in faithful)
         header = ["Task", "Explanations", "Claims per explanation", "Claim precision", "All claims true",
-                  "Same-emotion baseline: precision", "Baseline: all true", "Gap"]  # fmt: skip
+                  "Same-emotion baseline: precision", "Baseline: all true", "Gap",
+                  *(["Typical features: precision", "Gap to typical"] if typical else [])]  # fmt: skip
         rows = []
         for task in faithful:
             f = results[task]["faithfulness"]
             rows.append([task, str(f["explanations"]), f"{f['claims_per_explanation']:.2f}",
                          *map(_cell, (f["claim_precision"], f["all_true"], f["baseline_claim_precision"],
-                                      f["baseline_all_true"], f["gap"]))])  # fmt: skip
+                                      f["baseline_all_true"], f["gap"])),
+                         *(map(_cell, (f.get("typical_claim_precision"), f.get("typical_gap"))) if typical else ())])  # fmt: skip
         parts.append(
             "Faithfulness of the explanations, %: each feature claim checked against the described EEG's measured "
-            "features; the baseline copies the claims made for another EEG of the same emotion\n\n"
-            + _table(header, rows)
+            "features; the baseline copies the claims made for another EEG of the same emotion"
+            + ("; the typical features are those of the EEG's emotion on average over the training segments" if typical else "")
+            + "\n\n" + _table(header, rows)
         )
     return "\n\n".join(parts) + "\n"
 
@@ -774,7 +820,12 @@ def run(args: argparse.Namespace) -> int:
     results["split"] = describe_split(data)
     if processor is not None and scores is not None:
         emotion_of = dict(zip(segments["id"], segments["emotion"]))
-        for task, figures in score_faithfulness(rows, scores, emotion_of).items():
+        typical = None
+        training = datasets.load_from_disk(str(data / "segments")).get("train")
+        training_scores = segment_scores(training) if training is not None and len(training) else None
+        if training_scores is not None:
+            typical = typical_claims(training_scores, dict(zip(training["id"], training["emotion"])))
+        for task, figures in score_faithfulness(rows, scores, emotion_of, typical).items():
             results[task]["faithfulness"] = figures
     extra = {"dataset": args.dataset_name or dataset_name(data), "units": "percent", "settings": settings}
     write_report(out, results, name, EMOTIONS, extra)

@@ -63,6 +63,7 @@ FAITHFULNESS_METRICS = (
     ("claim_precision", "Explanation claim precision"),
     ("all_true", "Explanations with all claims true"),
     ("baseline_claim_precision", "Claim precision of the same-emotion baseline"),
+    ("typical_claim_precision", "Claim precision of the emotion's typical features"),
 )
 DEFAULT_DATASET_NAME = "SEED-VII"
 

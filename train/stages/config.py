@@ -57,6 +57,15 @@ class Stage1Arguments:
             "(benchmarks/README.md)."
         },
     )
+    feature_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Also teach the encoder the segments' measured features (the z-scores of `prepared/segments`' "
+            "claimable feature columns, which the grounded explanations state): a linear head on the vector the "
+            "emotion head reads, trained with mean squared error times this weight, dropped when the encoder is "
+            "saved. 0 (the paper's stage 1): the emotions alone."
+        },
+    )
     pct_start: float = field(default=0.3, metadata={"help": "Fraction of the one-cycle schedule spent warming up."})
     validation_fraction: float = field(
         default=0.1,
@@ -140,6 +149,14 @@ class E2LLMScriptArguments:
             "`e2llm publish` of the stage-3 folder use the adapter instead of a merge that does not pass."
         },
     )
+    span_code_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Demo only (stage 2 on the demo's warmed-up LM, whose folder holds span_codes.safetensors): add "
+            "this weight times the projector's distance from the warm-up's span code of each EEG's segment to the "
+            "loss (train.stages.lm_warmup.span_code_distance). 0: the language-model loss alone, as a real run."
+        },
+    )
     max_shard_size: str = field(
         default="5GB",
         metadata={"help": "Largest safetensors file of the saved model (e.g. 5GB, 500MB); bigger models are sharded."},
@@ -208,6 +225,14 @@ class LMWarmupArguments:
             "patch on its own can learn to write in stage 2 (a word sequence it cannot: it does not know which "
             "word a slot should hold). The codes are trained with the model and saved beside it "
             "(span_codes.safetensors). Needs eeg_as_words false."
+        },
+    )
+    eeg_span_scores: bool = field(
+        default=False,
+        metadata={
+            "help": "With eeg_span_code and eeg_span_features, the features enter the span as one code per "
+            "claimable feature weighted by the segment's z-score (within +-3), instead of one code per salient "
+            "claim: the span then changes smoothly with the EEG, and the model learns which features are salient."
         },
     )
     eeg_span_noise: float = field(

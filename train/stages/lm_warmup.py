@@ -32,6 +32,13 @@ projector can learn to write: it maps each time patch on its own, so it can put 
 the segment into every slot, but not a sequence of different words (it does not know which word
 a slot should hold).
 
+With `--eeg_span_scores true` (the demo's recipe) the features enter the span as one code per
+claimable feature weighted by the segment's z-score, rather than one code per salient claim: the
+span then moves smoothly with the EEG, so that a projector's approximate reading still leads the
+model to the features it shows, and the model learns which of them are salient. Stage 2 of the
+demo (`--span_code_weight`, `with_span_code_targets`) also pulls the projector's output towards
+each segment's span code, besides the frozen model's loss.
+
 The texts use about a thousand distinct words. The model reads them through a tokenizer trained
 on them (`train.tokenizer.build_demo_tokenizer`: byte-level BPE with Qwen3's pre-tokenizer,
 special tokens and EEG tokens), and its vocabulary is that tokenizer's, so its LM head costs
@@ -46,6 +53,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import re
 import sys
 
@@ -96,31 +104,46 @@ def segment_span_words(segments, features: bool) -> dict[str, list[str]]:
     return {segment: [emotion, *claim_words(claims)] for segment, (emotion, claims) in claims_of.items()}
 
 
-def span_code_count() -> int:
-    """How many span codes `segment_span_codes` draws from: one per emotion, two (raised, reduced)
-    per claimable feature."""
+SCORE_LIMIT = 3.0
+
+
+def span_code_count(scores: bool = False) -> int:
+    """How many span codes `segment_span_codes` weighs: one per emotion, then two (raised, reduced)
+    per claimable feature, or (`scores`) one per claimable feature."""
     from train.data.claims import CLAIMABLE
     from train.data.qa import EMOTIONS
 
-    return len(EMOTIONS) + 2 * len(CLAIMABLE)
+    return len(EMOTIONS) + (1 if scores else 2) * len(CLAIMABLE)
 
 
-def segment_span_codes(segments, features: bool) -> dict[str, list[int]]:
-    """Segment id -> the codes its EEG span sums (`eeg_span_code`): its emotion's (its index in
-    `EMOTIONS`), then (`features`) one per salient feature claim (after the emotions, two per
-    claimable feature: reduced, raised)."""
+def segment_span_codes(segments, features: bool, scores: bool = False) -> dict[str, list[float]]:
+    """Segment id -> the weight of each span code in its EEG span (`eeg_span_code`), a list of
+    `span_code_count(scores)`: 1 for its emotion's (its index in `EMOTIONS`), then (`features`)
+    1 for each salient feature claim (after the emotions, two per claimable feature: reduced,
+    raised) or (`scores`) each claimable feature's z-score (within +-`SCORE_LIMIT`, 0 where
+    missing). The span is the codes' weighted sum (`fill_span_codes`)."""
     from train.data.claims import CLAIMABLE
     from train.data.qa import EMOTIONS
 
-    return {
-        segment: [EMOTIONS.index(emotion)]
-        + [len(EMOTIONS) + 2 * CLAIMABLE.index(claim.feature) + (claim.direction > 0) for claim in claims]
-        for segment, (emotion, claims) in segment_claims(segments, features).items()
-    }
+    codes = {}
+    for segment, (emotion, claims) in segment_claims(segments, features and not scores).items():
+        weights = [0.0] * span_code_count(scores)
+        weights[EMOTIONS.index(emotion)] = 1.0
+        for claim in claims:
+            weights[len(EMOTIONS) + 2 * CLAIMABLE.index(claim.feature) + (claim.direction > 0)] = 1.0
+        codes[segment] = weights
+    if features and scores:
+        columns = segments.select_columns(["id", *CLAIMABLE]).to_dict()
+        for row, segment in enumerate(columns["id"]):
+            for index, name in enumerate(CLAIMABLE):
+                value = columns[name][row]
+                if value is not None and not math.isnan(value):
+                    codes[segment][len(EMOTIONS) + index] = max(-SCORE_LIMIT, min(SCORE_LIMIT, float(value)))
+    return codes
 
 
 def chat_texts(qa, processor, segment_words: dict[str, list[str]] | None = None,
-               segment_codes: dict[str, list[int]] | None = None):  # fmt: skip
+               segment_codes: dict[str, list[float]] | None = None):  # fmt: skip
     """The QA rows as prompt-completion pairs: the rendered chat up to the last answer, EEG items
     expanded, and that answer with its closing `<|im_end|>`.
 
@@ -209,8 +232,8 @@ class StepSortedSampler:
 
 
 class SpanCodeCollator:
-    """TRL's language-modeling collator, plus `eeg_codes`: ``(batch, EEG items, codes)`` long,
-    -1 where a row has fewer items or an item fewer codes."""
+    """TRL's language-modeling collator, plus `eeg_codes`: ``(batch, EEG items, codes)`` float,
+    the weights of the span codes (`segment_span_codes`), 0 where a row has fewer items."""
 
     def __init__(self, collator):
         self.collator = collator
@@ -222,30 +245,30 @@ class SpanCodeCollator:
 
 
 def code_table(codes):
-    """Rows of EEG items' code lists -> a (rows, items, codes) long tensor, -1 where a row has
-    fewer items or an item fewer codes: what `fill_span_codes` takes."""
+    """Rows of EEG items' code weights (`segment_span_codes`) -> a (rows, items, codes) float
+    tensor, 0 where a row has fewer items: what `fill_span_codes` takes."""
     import torch
 
     items = max((len(row) for row in codes), default=0)
     width = max((len(item) for row in codes for item in row), default=0)
-    table = torch.full((len(codes), max(items, 1), max(width, 1)), -1, dtype=torch.long)
+    table = torch.zeros((len(codes), max(items, 1), max(width, 1)), dtype=torch.float32)
     for b, row in enumerate(codes):
         for i, item in enumerate(row):
-            table[b, i, : len(item)] = torch.tensor(item, dtype=torch.long)
+            table[b, i, : len(item)] = torch.tensor(item, dtype=torch.float32)
     return table
 
 
 def fill_span_codes(embeds, input_ids, codes, table, eeg_token_id: int, num_eeg_tokens: int, noise: float = 0.0):
     """`embeds` with every `<eeg>` slot of the i-th EEG item of each row replaced by the sum of
-    the rows of `table` (an `nn.Embedding`) named by `codes[row, i]` (-1: none), plus Gaussian
-    noise of `noise` times that sum's norm."""
+    the rows of `table` (an `nn.Embedding`) weighted by `codes[row, i]` (an item of all zeros:
+    none), plus Gaussian noise of `noise` times that sum's norm."""
     import torch
 
-    valid = codes >= 0
-    vectors = (table(codes.clamp(min=0)) * valid.unsqueeze(-1)).sum(dim=2)  # (B, items, H)
+    valid = codes.ne(0).any(dim=2)  # (B, items)
+    vectors = codes.to(table.weight.dtype) @ table.weight  # (B, items, H)
     slots = input_ids == eeg_token_id
     per_row = slots.sum(dim=1)
-    expected = valid.any(dim=2).sum(dim=1) * num_eeg_tokens
+    expected = valid.sum(dim=1) * num_eeg_tokens
     if not torch.equal(per_row, expected):
         raise ValueError(
             f"rows hold {per_row.tolist()} <eeg> slots where their EEG items call for {expected.tolist()}"
@@ -257,6 +280,106 @@ def fill_span_codes(embeds, input_ids, codes, table, eeg_token_id: int, num_eeg_
     embeds = embeds.clone()
     embeds[slots] = filled[take].to(embeds.dtype)
     return embeds
+
+
+def load_span_codes(folder) -> tuple[object, bool, bool] | None:
+    """(the span-code table, whether it codes features, whether as scores) a warm-up saved in
+    `folder` (`span_codes.safetensors`), or None when the folder has none."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    path = Path(folder) / SPAN_CODES_FILE
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as file:
+        metadata = file.metadata() or {}
+        table = file.get_tensor("weight")
+    return table, metadata.get("eeg_span_features", "true") == "true", metadata.get("eeg_span_scores") == "true"
+
+
+class SpanCodeTargetCollator:
+    """Stage 2 of the demo: the stages' `E2LLMCollator`, plus `eeg_span_codes`, the warm-up's code
+    weights of each EEG window's segment, ``(windows, codes)`` float, the windows in the
+    collator's order (row by row, in placeholder order)."""
+
+    def __init__(self, collator, segment_codes: dict[str, list[float]]):
+        self.collator, self.segment_codes = collator, segment_codes
+
+    def __call__(self, rows):
+        batch = self.collator(rows)
+        windows = [[self.segment_codes[segment] for segment in row["segment_ids"]] for row in rows]
+        batch["eeg_span_codes"] = code_table([[item] for row in windows for item in row])[:, 0]
+        return batch
+
+
+def span_code_distance(eeg_tokens, codes, table):
+    """How far the projector's EEG tokens (windows, patches, hidden) lie from the span codes of
+    their segments (`codes`, (windows, codes) weights; `table` (codes, hidden)): the mean squared
+    distance over tokens, relative to the codes' mean squared norm (0: every token is its code)."""
+    targets = (codes.to(table.dtype) @ table).to(eeg_tokens.dtype)  # (windows, hidden)
+    error = (eeg_tokens - targets.unsqueeze(1)).pow(2).sum(-1).mean()
+    return error / targets.pow(2).sum(-1).mean().clamp(min=1e-12)
+
+
+def span_code_trainer(base, table, weight: float):
+    """`base` (a stage trainer class) whose loss adds `weight` x `span_code_distance` between the
+    projector's output and the warm-up's span codes of the batch's segments (`eeg_span_codes`
+    from `SpanCodeTargetCollator`): the demo's projector is told directly what the warm-up LM
+    reads in an EEG slot, besides learning it through the frozen LM's loss."""
+
+    class SpanCodeTargetTrainer(base):
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if "eeg_span_codes" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "eeg_span_codes"]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            codes = inputs.pop("eeg_span_codes")
+            projector = self.accelerator.unwrap_model(model).model.projector
+            outputs = []
+            handle = projector.register_forward_hook(lambda module, args, output: outputs.append(output))
+            try:
+                result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                              num_items_in_batch=num_items_in_batch)  # fmt: skip
+            finally:
+                handle.remove()
+            loss = result[0] if return_outputs else result
+            distance = span_code_distance(outputs[0], codes.to(outputs[0].device), table.to(outputs[0].device))
+            mode = "train" if model.training else "eval"
+            self._metrics[mode]["span_code_distance"].append(distance.item())
+            scaled = self.loss_is_scaled_for_ga
+            if scaled is None:
+                scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+            if model.training and scaled:
+                # The LM loss came already divided over the accumulated micro-batches; Trainer divides the sum by none.
+                distance = distance / self.current_gradient_accumulation_steps
+            loss = loss + weight * distance
+            return (loss, *result[1:]) if return_outputs else loss
+
+    return SpanCodeTargetTrainer
+
+
+def with_span_code_targets(script_args, collator, trainer_class):
+    """Stage 2 of the demo with `span_code_weight`: (`span_code_trainer` over `trainer_class`,
+    `SpanCodeTargetCollator` over `collator`), the codes those the warm-up in `script_args.llm`
+    saved, of the segments in `script_args.data`."""
+    from datasets import concatenate_datasets
+
+    from train.stages.parts import load_segments
+
+    if script_args.span_code_weight < 0:
+        raise ValueError(f"span_code_weight must be 0 or more, got {script_args.span_code_weight}")
+    saved = load_span_codes(script_args.llm) if script_args.llm else None
+    if saved is None:
+        raise ValueError(
+            f"span_code_weight {script_args.span_code_weight} needs the demo's warmed-up language model, whose "
+            f"folder holds {SPAN_CODES_FILE} (e2llm lm-warmup with eeg_span_code true); {script_args.llm!r} has none"
+        )
+    table, features, scores = saved
+    segments = load_segments(script_args.data)
+    codes = segment_span_codes(concatenate_datasets([segments["train"], segments["test"]]), features, scores)
+    return span_code_trainer(trainer_class, table, script_args.span_code_weight), SpanCodeTargetCollator(collator, codes)
 
 
 # A check's verdict in the gold answers (`train.data.qa`): "... so it fits." or "... so it does not fit."
@@ -321,7 +444,7 @@ def _span_inputs(args, segments) -> tuple[dict | None, dict | None]:
     if args.eeg_as_words:
         return segment_span_words(segments, args.eeg_span_features), None
     if args.eeg_span_code:
-        return None, segment_span_codes(segments, args.eeg_span_features)
+        return None, segment_span_codes(segments, args.eeg_span_features, args.eeg_span_scores)
     return None, None
 
 
@@ -442,7 +565,7 @@ def run(args: LMWarmupArguments, training_args) -> int:
         from processing_e2llm import EEG_TOKEN
 
         # Not a submodule of the saved model: removed before saving (below).
-        model.eeg_span_codes = torch.nn.Embedding(span_code_count(), config.hidden_size)
+        model.eeg_span_codes = torch.nn.Embedding(span_code_count(args.eeg_span_scores), config.hidden_size)
         torch.nn.init.normal_(model.eeg_span_codes.weight, std=config.initializer_range)
         trainer_class.span_code_settings = (
             tokenizer.convert_tokens_to_ids(EEG_TOKEN), processor.num_eeg_tokens, args.eeg_span_noise
@@ -466,7 +589,9 @@ def run(args: LMWarmupArguments, training_args) -> int:
 
             # Kept beside the model, not in it: what the warm-up answers given the true codes can be checked.
             save_file({"weight": model.eeg_span_codes.weight.detach().contiguous()},
-                      f"{training_args.output_dir}/{SPAN_CODES_FILE}")  # fmt: skip
+                      f"{training_args.output_dir}/{SPAN_CODES_FILE}",
+                      metadata={"eeg_span_features": str(bool(args.eeg_span_features)).lower(),
+                                "eeg_span_scores": str(bool(args.eeg_span_scores)).lower()})  # fmt: skip
             del model.eeg_span_codes
         # The trainer turned the KV cache off for training; the saved model stands in for a
         # pretrained Qwen3, whose config generates with it.

@@ -80,16 +80,20 @@ class EmotionWindowCollator:
         segments: a `train.data.segments.SegmentStore` over the split the rows come from.
         crop: "random" (training) or "center" (evaluation); a row's `eeg_crop` overrides it.
 
+        features: segment id -> its measured features (`segment_feature_targets`), to learn
+            besides the emotion (`feature_loss_weight`); None: the emotion alone.
+
     Returns (from `__call__(rows)`): `eeg_values` (B, 58, 1024) float32 in mV, `channel_ids`
-    (B, 58) and `labels` (B,). Random crops are drawn from torch's generator, which the Trainer
+    (B, 58), `labels` (B,) and, with `features`, `feature_targets` (B, features) float32 (NaN
+    where a segment lacks one). Random crops are drawn from torch's generator, which the Trainer
     seeds, gives each DataLoader worker its own stream of, and saves in every checkpoint: a
     resumed run crops as the uninterrupted run would.
     """
 
-    def __init__(self, segments, crop: str = "random"):
+    def __init__(self, segments, crop: str = "random", features: dict[str, np.ndarray] | None = None):
         if crop not in ("random", "center"):
             raise ValueError(f"crop must be 'random' or 'center', got {crop!r}")
-        self.segments, self.crop = segments, crop
+        self.segments, self.crop, self.features = segments, crop, features
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         from train.data.segments import SEGMENT_CHANNEL_IDS
@@ -101,11 +105,14 @@ class EmotionWindowCollator:
             rng = np.random.default_rng(int(torch.randint(2**62, ()))) if crop == "random" else None
             for i, window in zip(chosen, self.segments.windows([rows[i]["id"] for i in chosen], crop=crop, rng=rng)):
                 windows[i] = window
-        return {
+        batch = {
             "eeg_values": torch.from_numpy(np.stack(windows)),
             "channel_ids": torch.as_tensor(SEGMENT_CHANNEL_IDS).expand(len(rows), -1),
             "labels": torch.tensor([int(row["label"]) for row in rows]),
         }
+        if self.features is not None:
+            batch["feature_targets"] = torch.from_numpy(np.stack([self.features[row["id"]] for row in rows]))
+        return batch
 
 
 def build_classifier(args: Stage1Arguments):
@@ -156,6 +163,74 @@ def build_datasets(args: Stage1Arguments, seed: int):
     validation = rows.select(validation_index)
     validation = validation.add_column("eeg_crop", ["center"] * len(validation))
     return rows.select(train_index), validation, SegmentStore(segments)
+
+
+def segment_feature_targets(segments) -> dict[str, np.ndarray]:
+    """Segment id -> the z-scores of its claimable measured features (`train.data.claims.CLAIMABLE`,
+    in that order; NaN where the segment lacks one): what the feature head learns."""
+    from train.data.claims import CLAIMABLE
+
+    columns = segments.select_columns(["id", *CLAIMABLE]).to_dict()
+    table = np.array([columns[name] for name in CLAIMABLE], dtype=np.float32).T  # (segments, features)
+    return dict(zip(columns["id"], table))
+
+
+def add_feature_head(model) -> None:
+    """Give `model` (`EEGPTForEmotionClassification`) `feature_head`, a linear map from the pooled
+    vector its emotion head reads to the claimable features (see `FeatureTrainer`)."""
+    from train.data.claims import CLAIMABLE
+
+    model.feature_head = torch.nn.Linear(model.config.embed_dim, len(CLAIMABLE))
+
+
+class _FeatureLoss:
+    """`Trainer` methods for stage 1 with `feature_loss_weight`: the loss adds that weight times the
+    mean squared error of `model.feature_head` (a linear map of the pooled vector the emotion head
+    reads) against the batch's `feature_targets` (NaN: not scored); `feature_mse` is logged."""
+
+    feature_loss_weight = 0.0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        targets = inputs.pop("feature_targets", None)
+        classifier = self.accelerator.unwrap_model(model)
+        if targets is None or not hasattr(classifier, "feature_head"):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        pooled = []
+        handle = classifier.classifier.register_forward_hook(lambda module, args, output: pooled.append(args[0]))
+        try:
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        finally:
+            handle.remove()
+        predicted = classifier.feature_head(pooled[0].float())
+        known = ~torch.isnan(targets)
+        error = ((predicted - targets.nan_to_num()).pow(2) * known).sum() / known.sum().clamp(min=1)
+        self._feature_errors.setdefault("train" if model.training else "eval", []).append(error.item())
+        loss = loss + self.feature_loss_weight * error
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs, *args, **kwargs):
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        errors = self._feature_errors.pop(mode, None)
+        if errors:
+            logs[f"{'eval_' if mode == 'eval' else ''}feature_mse"] = round(float(np.mean(errors)), 4)
+        return super().log(logs, *args, **kwargs)
+
+
+def stage1_trainer(feature_loss_weight: float):
+    """`transformers.Trainer`, or with `feature_loss_weight` > 0 one that also teaches the feature head."""
+    from transformers import Trainer
+
+    if not feature_loss_weight:
+        return Trainer
+    if feature_loss_weight < 0:
+        raise ValueError(f"feature_loss_weight must be 0 or more, got {feature_loss_weight}")
+
+    class FeatureTrainer(_FeatureLoss, Trainer):
+        pass
+
+    FeatureTrainer.feature_loss_weight = feature_loss_weight
+    FeatureTrainer._feature_errors = {}
+    return FeatureTrainer
 
 
 def one_cycle_steps(training_args, train_rows: int) -> int:
@@ -229,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: Stage1Arguments, training_args) -> int:
     """Stage 1 with parsed arguments; the caller holds the output folder (`train.io.output_lock`)."""
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     from train.data.segments import SEGMENT_CHANNEL_IDS
     from train.stages.parts import check_channels
@@ -239,20 +314,29 @@ def run(args: Stage1Arguments, training_args) -> int:
     train_rows, validation_rows, store = build_datasets(args, training_args.seed)
     model = build_classifier(args)
     check_channels(model.config, SEGMENT_CHANNEL_IDS)
+    features = None
+    if args.feature_loss_weight:
+        from train.stages.parts import load_segments
 
-    trainer = Trainer(
+        features = segment_feature_targets(load_segments(args.data)["train"])
+        if not hasattr(model, "feature_head"):
+            add_feature_head(model)
+
+    trainer = stage1_trainer(args.feature_loss_weight)(
         model=model,
         args=training_args,
-        data_collator=EmotionWindowCollator(store, crop="random"),
+        data_collator=EmotionWindowCollator(store, crop="random", features=features),
         train_dataset=train_rows,
         eval_dataset=validation_rows,
         compute_metrics=metrics_function(),
         optimizers=build_optimizers(model, args, training_args, len(train_rows)),
     )
     trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, args.resume))
-    trainer.save_model(training_args.output_dir)
     trainer.save_state()
     metrics = trainer.evaluate()
+    if hasattr(model, "feature_head"):
+        del model.feature_head  # a training aid: the saved encoder and emotion head are the model
+    trainer.save_model(training_args.output_dir)
     trainer.save_metrics("eval", metrics)
     if trainer.is_world_process_zero():
         print(

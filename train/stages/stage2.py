@@ -28,6 +28,9 @@ placeholders). On a machine without a bf16-capable GPU, bf16 autocast defaults t
 recipe's `bf16: true` is turned off with a warning (`--bf16 false` says so and silences it;
 `--use_cpu true` keeps bf16 autocast on the CPU).
 
+The CPU demo's stage 2 (`--span_code_weight`, demo only) also pulls the projector's output towards
+the span codes its warmed-up language model was trained with (`train.stages.lm_warmup`).
+
 The output folder holds the model (safetensors files of at most `max_shard_size`, config with
 `auto_map`, `modeling_e2llm.py`) in the language model's dtype (the recipe's `dtype`, which
 config.json's `dtype` names; `train.stages.parts` states the policy) and the processor, so stage
@@ -236,7 +239,12 @@ def run(script_args: E2LLMScriptArguments, training_args, model_args) -> int:
     train_only_projector(model)
     train_qa, eval_qa, collator = build_datasets(script_args, processor, model, training_args.seed)
 
-    trainer = AnswerLossSFTTrainer(
+    trainer_class = AnswerLossSFTTrainer
+    if script_args.span_code_weight:
+        from train.stages.lm_warmup import with_span_code_targets
+
+        trainer_class, collator = with_span_code_targets(script_args, collator, trainer_class)
+    trainer = trainer_class(
         model=model,
         args=training_args,
         data_collator=collator,
