@@ -672,7 +672,9 @@ def test_lm_warmup_trains_a_tiny_qwen3_on_the_task_texts(data, tmp_path):
     from safetensors import safe_open
 
     with safe_open(tmp_path / lm_warmup.SPAN_CODES_FILE, "pt") as codes:
-        assert codes.get_tensor("weight").shape == (lm_warmup.span_code_count(), recipe["hidden_size"])
+        count = lm_warmup.span_code_count(recipe["eeg_span_scores"])
+        assert codes.get_tensor("weight").shape == (count, recipe["hidden_size"])
+        assert codes.metadata() == {"eeg_span_features": "true", "eeg_span_scores": str(recipe["eeg_span_scores"]).lower()}
     with safe_open(tmp_path / "model.safetensors", "pt") as weights:
         assert not [key for key in weights.keys() if "span" in key]
     # Its check verdicts on the held-out questions, teacher-forced, are measured and kept.
