@@ -181,6 +181,8 @@ def test_stage1_can_also_learn_the_measured_features_and_saves_the_encoder_witho
     for row in (0, len(segments) - 1):
         expected = [segments[row][name] for name in CLAIMABLE]
         np.testing.assert_allclose(targets[segments[row]["id"]], expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="measured feature columns"):
+        stage1.segment_feature_targets(segments.remove_columns(list(CLAIMABLE[:2])))
 
     argv = stage1_args(data, tmp_path, "--feature_loss_weight", "2.0", "--per_device_eval_batch_size", "1000")
     assert stage1.main(argv) == 0

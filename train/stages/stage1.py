@@ -170,6 +170,12 @@ def segment_feature_targets(segments) -> dict[str, np.ndarray]:
     in that order; NaN where the segment lacks one): what the feature head learns."""
     from train.data.claims import CLAIMABLE
 
+    missing = [name for name in CLAIMABLE if name not in segments.column_names]
+    if missing:
+        raise ValueError(
+            f"The segments lack the measured feature columns {missing[:3]}... that feature_loss_weight trains on: "
+            "prepare the data again with this version of `e2llm prepare`, which writes them"
+        )
     columns = segments.select_columns(["id", *CLAIMABLE]).to_dict()
     table = np.array([columns[name] for name in CLAIMABLE], dtype=np.float32).T  # (segments, features)
     return dict(zip(columns["id"], table))
@@ -177,7 +183,7 @@ def segment_feature_targets(segments) -> dict[str, np.ndarray]:
 
 def add_feature_head(model) -> None:
     """Give `model` (`EEGPTForEmotionClassification`) `feature_head`, a linear map from the pooled
-    vector its emotion head reads to the claimable features (see `FeatureTrainer`)."""
+    vector its emotion head reads to the claimable features (trained by `stage1_trainer`'s trainer)."""
     from train.data.claims import CLAIMABLE
 
     model.feature_head = torch.nn.Linear(model.config.embed_dim, len(CLAIMABLE))
