@@ -162,6 +162,20 @@ def test_stage1_computes_attention_as_the_recipe_names_it(data, tmp_path):
     assert stage1.build_classifier(args).config._attn_implementation == "sdpa"  # transformers' choice
 
 
+def test_stage1_recipes_fall_back_from_bf16_autocast_with_a_warning_where_it_is_not_available(data, tmp_path):
+    from train.stages import stage1
+    from train.stages.stage2 import bf16_autocast_available
+
+    if bf16_autocast_available():
+        pytest.skip("this machine has a bf16-capable GPU: the recipe's bf16 stands")
+    argv = ["--config", str(RECIPES / "qwen3-4b" / "stage1.yaml"), "--data", str(data), "--output_dir", str(tmp_path)]
+    with pytest.warns(UserWarning, match=r"`bf16: true`.*--bf16 false"):
+        _, training_args = stage1.parse_arguments(argv)
+    assert training_args.bf16 is False
+    _, training_args = stage1.parse_arguments([*argv, "--bf16", "true", "--use_cpu", "true"])
+    assert training_args.bf16 is True and training_args.use_cpu
+
+
 def test_stage1_stops_at_max_steps(data, tmp_path):
     from train.stages import stage1
 
