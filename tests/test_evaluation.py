@@ -245,11 +245,14 @@ def test_each_claim_is_read_back_and_checked_against_the_described_eeg():
     assert judged[0]["segment"] == "a" and judged[0]["z"] == -1.5 and judged[4]["segment"] is None
 
 
-def test_faithfulness_sets_the_models_claims_beside_those_copied_from_the_same_emotion():
-    def row(segment, text):
-        r = {"task": "IED", "segment_ids": [segment], "text": text}
-        return {**r, "claims": evaluation.judge_claims(r, SCORES)}
+def _judged_ied_row(segment, text):
+    """An IED prediction row about `segment` whose explanation is `text`, its claims judged against SCORES."""
+    r = {"task": "IED", "segment_ids": [segment], "text": text}
+    return {**r, "claims": evaluation.judge_claims(r, SCORES)}
 
+
+def test_faithfulness_sets_the_models_claims_beside_those_copied_from_the_same_emotion():
+    row = _judged_ied_row
     rows = [
         row("a", "The EEG: alpha is reduced over the occipital sites. Answer: sad"),
         row("b", "The EEG: beta is raised over the frontal sites. Answer: sad"),
@@ -281,10 +284,7 @@ def test_the_typical_features_baseline_states_what_the_emotion_shows_on_average(
                                   Claim("power_beta_frontal", 1)]  # fmt: skip
     assert typical["fear"][0] == Claim("power_beta_frontal", 1)
 
-    def row(segment, text):
-        r = {"task": "IED", "segment_ids": [segment], "text": text}
-        return {**r, "claims": evaluation.judge_claims(r, SCORES)}
-
+    row = _judged_ied_row
     rows = [
         # a (sad) states 2 claims, both true; the typical 2 of sad: occipital alpha reduced (a: -1.5,
         # true), frontal alpha higher on the right (a: 1.0, true).

@@ -796,7 +796,8 @@ def run(args: argparse.Namespace) -> int:
         if not (data / part).is_dir():
             raise ValueError(f"{data} has no {part}/; expected a folder written by `e2llm prepare`")
     out.mkdir(parents=True, exist_ok=True)
-    segments = datasets.load_from_disk(str(data / "segments"))["test"]
+    splits = datasets.load_from_disk(str(data / "segments"))
+    segments = splits["test"]
     store = SegmentStore(segments)
     model, processor = load_for_evaluation(args.model, device, args.dtype)
     name = args.name or Path(args.model).resolve().name
@@ -821,7 +822,7 @@ def run(args: argparse.Namespace) -> int:
     if processor is not None and scores is not None:
         emotion_of = dict(zip(segments["id"], segments["emotion"]))
         typical = None
-        training = datasets.load_from_disk(str(data / "segments")).get("train")
+        training = splits.get("train")
         training_scores = segment_scores(training) if training is not None and len(training) else None
         if training_scores is not None:
             typical = typical_claims(training_scores, dict(zip(training["id"], training["emotion"])))
