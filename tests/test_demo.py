@@ -24,7 +24,11 @@ def test_demo_writes_every_step_folder(demo_run):
     # The warm-up measured its check verdicts on the held-out questions; the summary quotes them.
     checks = json.loads((demo_run / "lm-warmup" / "warmup_checks.json").read_text())
     assert checks["checks"] > 0
-    assert f"gave {checks['accuracy']} % of their {checks['checks']} check verdicts right" in " ".join(demo._warmup_line(demo_run))
+    summary = " ".join(demo._warmup_line(demo_run))
+    assert f"gave {checks['accuracy']} % of their {checks['checks']} check verdicts right" in summary
+    # ... and how often it began the scenarios its EIM answers restate (3 per EIM question) rightly.
+    assert checks["restated"] == 3 * 2
+    assert f"It began {checks['restated_accuracy']} % of the 6 scenarios EIM answers restate" in summary
 
 
 def test_demo_evaluates_every_task_at_its_size(demo_run):

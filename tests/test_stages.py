@@ -798,6 +798,31 @@ def test_lm_warmup_check_verdicts_read_the_model_at_every_verdict_of_the_gold_an
     assert says_fits["accuracy"] == round(100 * fits / (fits + does_not), 1)
     says_does = check_verdicts(Always(" does"), qwen3_tokenizer, texts)
     assert says_does["right"] == does_not and says_does["does_not_fit_accuracy"] == 100.0
+    # The restated EIM scenarios: "fits" starts none of them; a model that knows each next token
+    # starts every one rightly.
+    restated = sum(len(re.findall(r"(?:^|\n)[ABC]\. \S", completion)) for completion in texts["completion"])
+    assert restated >= 3 and restated % 3 == 0
+    assert (says_fits["restated"], says_fits["restated_right"], says_fits["restated_accuracy"]) == (restated, 0, 0.0)
+
+    class Oracle(torch.nn.Module):
+        """Next-token logits that favour the token that does come next (the ids ride in the embeddings)."""
+
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding.from_pretrained(torch.arange(len(qwen3_tokenizer), dtype=torch.float32)[:, None])
+
+        def get_input_embeddings(self):
+            return self.embed
+
+        def forward(self, inputs_embeds):
+            ids = inputs_embeds[..., 0].round().long()
+            logits = torch.zeros(*ids.shape, len(qwen3_tokenizer))
+            logits[:, :-1].scatter_(2, ids[:, 1:, None], 1.0)
+            return SimpleNamespace(logits=logits)
+
+    knows = check_verdicts(Oracle(), qwen3_tokenizer, texts)
+    assert (knows["restated"], knows["restated_right"], knows["restated_accuracy"]) == (restated, restated, 100.0)
+    assert knows["accuracy"] == 100.0
 
 
 def test_lm_warmup_writes_each_eeg_span_as_its_segments_emotion(data, qwen3_tokenizer):

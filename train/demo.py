@@ -237,6 +237,9 @@ def _warmup_line(out: Path) -> list[str]:
         "",
         f"The warm-up model, teacher-forced on the gold test answers, gave {checks['accuracy']} % of their "
         f"{checks['checks']} check verdicts right: EPC, ESS and EIM rest on that comparison.",
+        *([f"It began {checks['restated_accuracy']} % of the {checks['restated']} scenarios EIM answers restate "
+           "with the scenario's first word: EIM's answers copy them from the question."]
+          if checks.get("restated") else []),
     ]
 
 

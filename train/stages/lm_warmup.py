@@ -384,6 +384,8 @@ def with_span_code_targets(script_args, collator, trainer_class):
 
 # A check's verdict in the gold answers (`train.data.qa`): "... so it fits." or "... so it does not fit."
 _VERDICT = re.compile(r"so it (fits|does not fit)\b")
+# An EIM answer restating a scenario of the question: "\nA. Stepping barefoot on something slimy. ..."
+_RESTATED = re.compile(r"(?:^|\n)[ABC]\. (\S)")
 CHECKS_FILE = "warmup_checks.json"
 
 
@@ -397,11 +399,17 @@ def check_verdicts(model, tokenizer, texts, table=None, eeg_token_id: int | None
     scores above the other's. The verdict depends on whether two written emotions are the same,
     the comparison EPC, ESS and EIM answers rest on, so this tells whether the model has learned
     to compare them, apart from how well it reads the EEG. Returns `checks`, `right`,
-    `accuracy` (%), and the same split by whether the gold verdict is "fits" (`fits_*`)."""
+    `accuracy` (%), and the same split by whether the gold verdict is "fits" (`fits_*`).
+
+    Also, at every scenario an EIM answer restates (``A. <the question's scenario A>``), whether
+    the model's most likely next token is the scenario's first one: `restated`,
+    `restated_right`, `restated_accuracy`. Restating means finding the question's ``A.`` and
+    copying what follows it, a look-up a pretrained model brings and the warm-up's must learn
+    (train/recipes/demo/lm_warmup.yaml)."""
     import torch
 
     first = {word: tokenizer.encode(f" {word.split()[0]}", add_special_tokens=False)[0] for word in ("fits", "does not fit")}
-    counts = {"checks": 0, "right": 0, "fits_checks": 0, "fits_right": 0}
+    counts = {"checks": 0, "right": 0, "fits_checks": 0, "fits_right": 0, "restated": 0, "restated_right": 0}
     was_training = model.training
     model.eval()
     for row in texts:
@@ -410,7 +418,8 @@ def check_verdicts(model, tokenizer, texts, table=None, eeg_token_id: int | None
         ids = torch.tensor([encoded["input_ids"]])
         starts = [start for start, _ in encoded["offset_mapping"]]
         verdicts = [(m.start(1), m.group(1)) for m in _VERDICT.finditer(text, len(row["prompt"]))]
-        if not verdicts:
+        restated = [len(row["prompt"]) + m.start(1) for m in _RESTATED.finditer(row["completion"])]
+        if not verdicts and not restated:
             continue
         with torch.no_grad():
             embeds = model.get_input_embeddings()(ids)
@@ -427,6 +436,10 @@ def check_verdicts(model, tokenizer, texts, table=None, eeg_token_id: int | None
             if verdict == "fits":
                 counts["fits_checks"] += 1
                 counts["fits_right"] += right
+        for char in restated:
+            token = bisect.bisect_right(starts, char) - 1
+            counts["restated"] += 1
+            counts["restated_right"] += bool(logits[token - 1].argmax() == ids[0, token])
     model.train(was_training)
 
     def percent(right, checks):
@@ -435,6 +448,7 @@ def check_verdicts(model, tokenizer, texts, table=None, eeg_token_id: int | None
     counts["accuracy"] = percent(counts["right"], counts["checks"])
     counts["fits_accuracy"] = percent(counts["fits_right"], counts["fits_checks"])
     counts["does_not_fit_accuracy"] = percent(counts["right"] - counts["fits_right"], counts["checks"] - counts["fits_checks"])
+    counts["restated_accuracy"] = percent(counts["restated_right"], counts["restated"])
     return counts
 
 
@@ -582,7 +596,8 @@ def run(args: LMWarmupArguments, training_args) -> int:
             print(
                 f"Teacher-forced on the gold test_multi answers, {checks['accuracy']} % of {checks['checks']} check "
                 f"verdicts are right ({checks['fits_accuracy']} % of the 'fits', {checks['does_not_fit_accuracy']} % "
-                f"of the 'does not fit'); saved to {CHECKS_FILE}"
+                f"of the 'does not fit'); the first word of {checks['restated_accuracy']} % of the {checks['restated']} "
+                f"scenarios EIM answers restate; saved to {CHECKS_FILE}"
             )
         if hasattr(model, "eeg_span_codes"):
             from safetensors.torch import save_file
