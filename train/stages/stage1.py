@@ -288,12 +288,11 @@ def parse_arguments(argv: list[str] | None):
     """(Stage1Arguments, TrainingArguments) from `--config RECIPE.yaml` and the command line."""
     from transformers import TrainingArguments
 
-    from train.stages.stage2 import _recipe_parser
+    from train.stages.stage2 import recipe_parser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    bf16_given = any(arg == "--bf16" or arg.startswith("--bf16=") for arg in argv)
     # A recipe's `bf16: true` is turned off, with a warning, where bf16 autocast is not available (as in stages 2-3).
-    parser = _recipe_parser(bf16_given)((Stage1Arguments, TrainingArguments))
+    parser = recipe_parser(argv)((Stage1Arguments, TrainingArguments))
     parser.set_defaults(
         num_train_epochs=50, per_device_train_batch_size=64, per_device_eval_batch_size=128,
         learning_rate=1e-4, weight_decay=0.01, save_total_limit=2, logging_strategy="epoch", report_to="none",

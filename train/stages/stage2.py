@@ -61,8 +61,16 @@ def bf16_autocast_available(use_cpu: bool = False) -> bool:
     return bool(use_cpu) or is_torch_bf16_gpu_available() or is_torch_xla_available()
 
 
-def _recipe_parser(command_line_sets_bf16: bool):
+def bf16_on_command_line(argv: list[str]) -> bool:
+    """Whether `argv` sets `--bf16` itself (then a recipe's `bf16` is not second-guessed)."""
+    return any(arg == "--bf16" or arg.startswith("--bf16=") for arg in argv)
+
+
+def recipe_parser(argv: list[str]):
+    """The parser class for the stages' recipes and `argv` (`TrlParser`, see `RecipeParser`)."""
     from trl import TrlParser
+
+    command_line_sets_bf16 = bf16_on_command_line(argv)
 
     class RecipeParser(TrlParser):
         """`TrlParser` that turns a recipe's `bf16: true` off, with a warning, where bf16 autocast is not available
@@ -88,15 +96,14 @@ def parse_arguments(argv: list[str] | None):
     from trl import ModelConfig, SFTConfig
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    bf16_given = any(arg == "--bf16" or arg.startswith("--bf16=") for arg in argv)
-    parser = _recipe_parser(bf16_given)((E2LLMScriptArguments, SFTConfig, ModelConfig))
+    parser = recipe_parser(argv)((E2LLMScriptArguments, SFTConfig, ModelConfig))
     if not bf16_autocast_available():
         # TRL turns bf16 on by default, which transformers refuses without a bf16 GPU.
         parser.set_defaults(bf16=False)
     try:
         script_args, training_args, model_args = parser.parse_args_and_config(argv)
     except ValueError as error:
-        if bf16_given and not bf16_autocast_available("--use_cpu" in argv):
+        if bf16_on_command_line(argv) and not bf16_autocast_available("--use_cpu" in argv):
             raise ValueError(
                 f"--bf16 true asks for bfloat16 autocast, which this machine has no GPU for ({error}). Pass "
                 "`--bf16 false` to train without autocast, or `--use_cpu true` for bfloat16 autocast on the CPU."
