@@ -1,6 +1,6 @@
 """`e2llm demo`: the whole of E2LLM, end to end, on the CPU, on synthetic EEG.
 
-    e2llm demo                      # into ./e2llm-demo, about 8 minutes on two idle cores
+    e2llm demo                      # into ./e2llm-demo, about 15 minutes on two idle cores (README, Measured)
     e2llm demo --out /tmp/demo --size smoke   # a minute or two: every step, tiny sizes
 
 Steps, each into its own folder under `--out`:
