@@ -122,14 +122,15 @@ def test_published_processor_reads_seed_vii_as_the_58_training_electrodes(publis
     """SEED-VII's 62-channel layout reaches the model as exactly the trained 58, referenced over those 58;
     a bare feature extractor would keep PO5 and PO6 as well."""
     import numpy as np
+    from transformers import AutoProcessor
 
-    from processing_e2llm import (
-        CHANNEL_INDEX, EEGPT_58_CHANNELS, E2LLMFeatureExtractor, E2LLMProcessor, preprocess_continuous,
-    )  # fmt: skip
+    from processing_e2llm import CHANNEL_INDEX, EEGPT_58_CHANNELS, E2LLMFeatureExtractor, preprocess_continuous
     from train.data.seed_vii import SEED_VII_CHANNELS
 
     _, out = published
-    processor = E2LLMProcessor.from_pretrained(out)
+    # As users load it (README); transformers 5.25 loads a processor's feature extractor through
+    # AutoFeatureExtractor, which asks for trust_remote_code even from E2LLMProcessor itself.
+    processor = AutoProcessor.from_pretrained(out, trust_remote_code=True)
     assert processor.feature_extractor.channels == list(EEGPT_58_CHANNELS)
     eeg = np.random.default_rng(0).normal(0.0, 20.0, (len(SEED_VII_CHANNELS), 8000))  # 8 s in uV at 1000 Hz
     with pytest.warns(RuntimeWarning, match="longer than the recording"):
